@@ -1,0 +1,33 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= exporter.toml
+
+.PHONY: run test prometheus-tools clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+## run: create .venv, install, start the exporter with exporter.toml (simulator on: no credentials needed)
+run: $(VENV)/.installed
+	$(VENV)/bin/api-metrics-exporter run --config $(CONFIG)
+
+## test: install what the tests need (Debian prometheus when root) and run the whole suite
+test: $(VENV)/.installed prometheus-tools
+	$(PY) -m pytest
+
+# The real-scraper tests need `prometheus` and `promtool` (Debian package `prometheus`).
+prometheus-tools:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+	  echo "note: prometheus/promtool missing and not root: install the Debian package 'prometheus'"; \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

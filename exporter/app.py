@@ -1,0 +1,133 @@
+"""Wires config → sources → scheduler → runner → store → sinks, and back down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from exporter.config import Settings
+from exporter.configtypes import SourceConfigBase
+from exporter.http import HttpClient
+from exporter.logs import REDACTOR
+from exporter.runner import Runner, TargetStatus
+from exporter.scheduler import Scheduler
+from exporter.selfmetrics import SelfMetrics
+from exporter.simulator import SIMULATOR_TOKEN, Simulator
+from exporter.sinks.prometheus import StoreCollector
+from exporter.sources import REGISTRY, Source, Target
+from exporter.store import Snapshot, Store
+from exporter.web import WebServer
+
+log = logging.getLogger(__name__)
+
+
+class App:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.store = Store(on_expire=self._expired)
+        # Registered before the self-metrics: collecting the store expires stale
+        # snapshots, and the expiry counters must show in the same scrape.
+        self.registry.register(StoreCollector(self.store, clock))
+        self.metrics = SelfMetrics(self.registry)
+        self.runner = Runner(self.store, self.metrics, clock)
+        self.simulator: Simulator | None = None
+        self.sources: list[Source] = []
+        self.targets: list[tuple[Source, Target]] = []
+        self.web: WebServer | None = None
+        self._scheduler: Scheduler | None = None
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def build(self) -> None:
+        """Start the simulator if configured and create every source and target."""
+        if self.settings.simulator.enabled and self.simulator is None:
+            sim = self.settings.simulator
+            self.simulator = Simulator(sim.listen, seed=sim.seed, freeze_time=sim.freeze_time).start()
+            log.info("simulator serving the vendor APIs on %s", self.simulator.url)
+        for config in self.settings.sources:
+            source = self._make_source(config)
+            self.sources.append(source)
+            for target in source.targets():
+                self.runner.add(source, target)
+                self.targets.append((source, target))
+        log.info("%d source(s), %d target(s) configured", len(self.sources), len(self.targets))
+
+    async def start(self) -> None:
+        self.build()
+        self.web = WebServer(self.settings.server.listen, self)
+        self.web.start()
+        log.info("serving /metrics on %s (port %d)", self.settings.server.listen, self.web.port)
+        self._scheduler = Scheduler(on_overrun=self._overrun)
+        for source, target in self.targets:
+            self._scheduler.add(target.key, source.config.interval, self._job(source, target))
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown()
+        if self.web is not None:
+            self.web.stop()
+        for source in self.sources:
+            await source.aclose()
+        if self.simulator is not None:
+            self.simulator.stop()
+
+    async def poll_all(self) -> bool:
+        """Poll every target once, concurrently; True when all succeeded."""
+        results = await asyncio.gather(*(self.runner.poll(s, t) for s, t in self.targets))
+        return all(results)
+
+    # --- what the web endpoints read --------------------------------------------
+
+    def statuses(self) -> list[TargetStatus]:
+        return list(self.runner.status.values())
+
+    def ready(self) -> bool:
+        return all(status.tried for status in self.runner.status.values())
+
+    # --- helpers ------------------------------------------------------------------
+
+    def _make_source(self, config: SourceConfigBase) -> Source:
+        cls = REGISTRY[config.type]
+        secret = config.secret()
+        if self.settings.uses_simulator(config):
+            assert self.simulator is not None
+            base_url = self.simulator.base_url(cls.simulator_prefix)
+            token = secret.get_secret_value() if secret is not None else SIMULATOR_TOKEN
+        else:
+            base_url = config.base_url or cls.default_base_url
+            token = secret.get_secret_value() if secret is not None else None
+        headers = {}
+        if token is not None:
+            REDACTOR.add(token)
+            headers["Authorization"] = f"{cls.auth_scheme} {token}"
+        http = HttpClient(
+            base_url=base_url,
+            config=config.http,
+            headers=headers,
+            source=config.name,
+            on_retry=lambda reason: self.metrics.http_retries.labels(config.name, reason).inc(),
+        )
+        return cls(config, http)
+
+    def _job(self, source: Source, target: Target) -> Callable[[], object]:
+        async def poll() -> None:
+            await self.runner.poll(source, target)
+
+        return poll
+
+    def _overrun(self, job_id: str) -> None:
+        source, _, target = job_id.partition("/")
+        self.runner.overrun(source, target)
+
+    def _expired(self, snapshot: Snapshot) -> None:
+        self.metrics.snapshots_expired.labels(snapshot.source, snapshot.target).inc()
+        self.metrics.target_series.labels(snapshot.source, snapshot.target).set(0)
+        log.warning("dropped the snapshot of %s/%s: no successful poll for %.0fs (max_staleness)",
+                    snapshot.source, snapshot.target, self.clock() - snapshot.taken_at)

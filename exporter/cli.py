@@ -1,0 +1,122 @@
+"""Command line: `run` (default) | `check` | `once` | `simulate`, and `--version`.
+
+Exit codes: 0 success; 1 `once` with a failed target; 2 invalid configuration
+or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from prometheus_client import generate_latest
+
+from exporter import __version__
+from exporter.config import ConfigError, Settings, load_settings
+from exporter.logs import setup_logging
+
+log = logging.getLogger("exporter")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="config file (default: $APIMETRICS_CONFIG or ./exporter.toml)")
+    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+    parser = argparse.ArgumentParser(
+        prog="api-metrics-exporter",
+        description="Poll vendor metrics APIs and expose them as Prometheus metrics.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"api-metrics-exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="run the exporter (default)")
+    commands.add_parser("check", parents=[common], help="validate the config and list sources and targets")
+    commands.add_parser("once", parents=[common], help="poll every target once and print the exposition")
+    simulate = commands.add_parser("simulate", parents=[common], help="run only the vendor API simulator")
+    simulate.add_argument("--listen", default="127.0.0.1:9688", help="host:port (default 127.0.0.1:9688)")
+    simulate.add_argument("--seed", type=int, default=1)
+    simulate.add_argument("--freeze-time", type=float, default=None, help="fixed epoch seconds for the clock")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    command = args.command or "run"
+    if command == "simulate":
+        return simulate(args)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print("invalid configuration:", file=sys.stderr)
+        for line in exc.lines():
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    if command == "check":
+        print(targets_table(settings))
+        return EXIT_OK
+    if command == "once":
+        return asyncio.run(once(settings))
+    return asyncio.run(run(settings))
+
+
+def targets_table(settings: Settings) -> str:
+    rows = [("SOURCE", "TYPE", "INTERVAL", "ENDPOINT", "TARGETS")]
+    for source in settings.sources:
+        endpoint = "simulator" if settings.uses_simulator(source) else (source.base_url or "vendor default")
+        rows.append((source.name, source.type, f"{source.interval:g}s", endpoint, ", ".join(source.target_ids())))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    total = sum(len(s.target_ids()) for s in settings.sources)
+    lines.append(f"config OK: {len(settings.sources)} source(s), {total} target(s)")
+    return "\n".join(lines)
+
+
+async def once(settings: Settings) -> int:
+    from exporter.app import App
+
+    app = App(settings)
+    app.build()
+    try:
+        ok = await app.poll_all()
+    finally:
+        await app.stop()
+    sys.stdout.write(generate_latest(app.registry).decode())
+    sys.stdout.flush()
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+async def run(settings: Settings) -> int:
+    from exporter.app import App
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    app = App(settings)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await app.stop()
+    return EXIT_OK
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from exporter.simulator import Simulator
+
+    simulator = Simulator(args.listen, seed=args.seed, freeze_time=args.freeze_time)
+    log.info("simulator listening on %s (token %r)", simulator.url, "simulator-token")
+    try:
+        simulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK

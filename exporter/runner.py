@@ -1,0 +1,144 @@
+"""Poll one target: call its source, record the outcome, swap its snapshot.
+
+A failing poll never escapes: every exception maps to a `reason` on
+`apimetrics_poll_errors_total`, the previous snapshot stays (until it expires),
+and other targets go on. A failure is logged once when it starts or changes
+reason, at DEBUG while it repeats, and the recovery once at INFO, so a target
+down for a day does not flood the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from exporter.errors import PollError
+from exporter.model import Family, Sample
+from exporter.selfmetrics import SelfMetrics
+from exporter.sources.base import Source, Target
+from exporter.store import Snapshot, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TargetStatus:
+    """What the landing page and /readyz show about one target."""
+
+    source: str
+    target: str
+    interval: float
+    last_attempt: float | None = None
+    last_success: float | None = None
+    reason: str | None = None
+    message: str = ""
+    series: int = 0
+    polls: int = 0
+    failures: int = 0
+    running: bool = field(default=False, repr=False)
+
+    @property
+    def tried(self) -> bool:
+        return self.last_attempt is not None
+
+    @property
+    def up(self) -> bool:
+        return self.tried and self.reason is None
+
+
+class Runner:
+    def __init__(self, store: Store, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.clock = clock
+        self.status: dict[tuple[str, str], TargetStatus] = {}
+
+    def add(self, source: Source, target: Target) -> None:
+        self.status[(source.name, target.id)] = TargetStatus(source.name, target.id, source.config.interval)
+        self.metrics.add_target(source.name, target.id)
+
+    def remove(self, source: str, target: str) -> None:
+        self.status.pop((source, target), None)
+        self.store.drop(source, target)
+        self.metrics.remove_target(source, target)
+
+    def overrun(self, source: str, target: str) -> None:
+        self.metrics.poll_overruns.labels(source, target).inc()
+        log.warning("poll of %s/%s skipped: the previous poll is still running", source, target,
+                    extra={"source": source, "target": target})
+
+    async def poll(self, source: Source, target: Target) -> bool:
+        """One poll of one target; True on success. Never raises (but on cancel)."""
+        status = self.status[(source.name, target.id)]
+        status.running = True
+        started = time.monotonic()
+        status.last_attempt = self.clock()
+        try:
+            async with asyncio.timeout(source.config.poll_timeout):
+                samples = await source.poll(target)
+        except PollError as exc:
+            self._failed(status, exc.reason, exc.message)
+        except TimeoutError:
+            self._failed(status, "timeout", f"poll did not finish within {source.config.poll_timeout:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a source must not stop the others
+            log.exception("poll of %s/%s crashed", source.name, target.id,
+                          extra={"source": source.name, "target": target.id})
+            self._failed(status, "internal", f"{type(exc).__name__}: {exc}", logged=True)
+        else:
+            self._succeeded(status, source, samples)
+            return True
+        finally:
+            status.running = False
+            status.polls += 1
+            self.metrics.poll_duration.labels(source.name, target.id).observe(time.monotonic() - started)
+        return False
+
+    def _succeeded(self, status: TargetStatus, source: Source, samples: list[Sample]) -> None:
+        now = self.clock()
+        unique = deduplicate(samples, f"{status.source}/{status.target}")
+        self.store.put(Snapshot(status.source, status.target, unique, now, source.config.staleness_limit))
+        if status.reason is not None and status.tried:
+            log.info("target %s/%s recovered after %d failed poll(s)", status.source, status.target,
+                     status.failures, extra={"source": status.source, "target": status.target})
+        status.reason, status.message, status.failures = None, "", 0
+        status.last_success = now
+        status.series = len(unique)
+        self.metrics.target_up.labels(status.source, status.target).set(1)
+        self.metrics.last_success.labels(status.source, status.target).set(now)
+        self.metrics.target_series.labels(status.source, status.target).set(len(unique))
+
+    def _failed(self, status: TargetStatus, reason: str, message: str, logged: bool = False) -> None:
+        changed = reason != status.reason
+        status.reason, status.message = reason, message
+        status.failures += 1
+        self.metrics.count_error(status.source, status.target, reason)
+        self.metrics.target_up.labels(status.source, status.target).set(0)
+        if not logged:
+            level = logging.WARNING if changed else logging.DEBUG
+            log.log(level, "poll of %s/%s failed (%s): %s", status.source, status.target, reason, message,
+                    extra={"source": status.source, "target": status.target, "reason": reason})
+
+
+def deduplicate(samples: list[Sample], where: str) -> tuple[Sample, ...]:
+    """Drop repeated series and family-type clashes (first wins), which would
+    make the exposition invalid; say so once per poll."""
+    kinds: dict[str, Family] = {}
+    seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+    kept: list[Sample] = []
+    dropped = 0
+    for sample in samples:
+        family = kinds.setdefault(sample.family.name, sample.family)
+        key = (sample.family.name, sample.labels)
+        if family.kind is not sample.family.kind or key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        kept.append(sample)
+    if dropped:
+        log.warning("%s: dropped %d duplicate or conflicting series", where, dropped)
+    return tuple(kept)

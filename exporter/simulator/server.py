@@ -1,0 +1,324 @@
+"""A loopback HTTP server hosting fakes of the vendor APIs, with fault injection.
+
+Each vendor fake lives under its own path prefix (`/k6/...`), so one server
+serves every source: a source's simulated base URL is `{url}/{prefix}`.
+
+Control endpoints, for tests and demos (JSON):
+
+    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated",
+                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5}
+    DELETE /_sim/faults
+    GET    /_sim/requests   every request received (Authorization redacted)
+    DELETE /_sim/requests
+    POST   /_sim/clock      {"now": 1700000000}  freeze the clock ({"now": null} unfreezes)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
+
+from exporter.configtypes import split_listen
+
+log = logging.getLogger(__name__)
+
+SIMULATOR_TOKEN = "simulator-token"
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+    def param(self, name: str) -> str | None:
+        values = self.query.get(name)
+        return values[0] if values else None
+
+
+@dataclass
+class SimResponse:
+    status: int
+    body: Any = None  # JSON-serialisable, or bytes sent as is
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> bytes:
+        if isinstance(self.body, bytes):
+            return self.body
+        return json.dumps(self.body, ensure_ascii=False).encode()
+
+
+@dataclass
+class Fault:
+    """Applied to the next `times` requests whose `path?query` matches `path` (a regex)."""
+
+    path: str = ".*"
+    kind: str = "status"
+    times: int = 1
+    status: int = 503
+    retry_after: float | None = None
+    delay: float = 0.0
+
+    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(self.KINDS)}")
+        re.compile(self.path)
+
+
+class Vendor(Protocol):
+    """One fake API. `handle` sees paths with the vendor prefix removed."""
+
+    prefix: str
+
+    def handle(self, request: SimRequest) -> SimResponse: ...
+
+
+class Clock:
+    """Wall time, or a frozen instant tests and demos can set."""
+
+    def __init__(self, frozen: float | None = None) -> None:
+        self.frozen = frozen
+
+    def __call__(self) -> float:
+        return self.frozen if self.frozen is not None else time.time()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hung up (a timed-out poll, a cancelled scrape) is routine.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+    simulator: Simulator
+
+
+class Simulator:
+    def __init__(self, listen: str = "127.0.0.1:0", seed: int = 1, freeze_time: float | None = None) -> None:
+        from exporter.simulator.vendors import build_vendors
+
+        self.seed = seed
+        self.clock = Clock(freeze_time)
+        self.started_at = self.clock()
+        self.vendors: dict[str, Vendor] = {v.prefix: v for v in build_vendors(self)}
+        self._faults: list[Fault] = []
+        self._requests: list[SimRequest] = []
+        self._lock = threading.Lock()
+        host, port = split_listen(listen)
+        self._server = _Server((host, port), _Handler)
+        self._server.simulator = self
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def base_url(self, prefix: str) -> str:
+        return f"{self.url}/{prefix}"
+
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="simulator",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def serve_forever(self) -> None:
+        self._server.serve_forever()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- control --------------------------------------------------------------
+
+    def inject(self, fault: Fault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def requests(self) -> list[SimRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    def now(self) -> float:
+        return self.clock()
+
+    # --- request handling ---------------------------------------------------
+
+    def _take_fault(self, target: str) -> Fault | None:
+        """The next fault whose pattern matches `path?query`, used up by one."""
+        with self._lock:
+            for fault in self._faults:
+                if re.search(fault.path, target):
+                    fault.times -= 1
+                    if fault.times <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def _record(self, request: SimRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def dispatch(self, request: SimRequest) -> SimResponse:
+        if request.path.startswith("/_sim/"):
+            return self._control(request)
+        prefix, _, rest = request.path.lstrip("/").partition("/")
+        vendor = self.vendors.get(prefix)
+        if vendor is None:
+            return SimResponse(404, b"<html><body>Not Found</body></html>", {"Content-Type": "text/html"})
+        self._record(request)
+        inner = SimRequest(request.method, "/" + rest, request.query, request.headers, request.body,
+                           request.received_at)
+        return vendor.handle(inner)
+
+    def _control(self, request: SimRequest) -> SimResponse:
+        route = (request.method, request.path)
+        if route == ("POST", "/_sim/faults"):
+            try:
+                self.inject(Fault(**request.json()))
+            except (TypeError, ValueError, re.error) as exc:
+                return SimResponse(400, {"error": str(exc)})
+            return SimResponse(201, {"ok": True})
+        if route == ("DELETE", "/_sim/faults"):
+            self.clear_faults()
+            return SimResponse(200, {"ok": True})
+        if route == ("GET", "/_sim/requests"):
+            return SimResponse(200, {"requests": [_public(r) for r in self.requests]})
+        if route == ("DELETE", "/_sim/requests"):
+            self.clear_requests()
+            return SimResponse(200, {"ok": True})
+        if route == ("POST", "/_sim/clock"):
+            self.clock.frozen = request.json().get("now")
+            return SimResponse(200, {"now": self.now()})
+        return SimResponse(404, {"error": "unknown control endpoint"})
+
+
+def _public(request: SimRequest) -> dict[str, Any]:
+    data = asdict(request)
+    data["body"] = request.body.decode("utf-8", "replace")
+    # Only the simulator's own demo token is shown; anything else may be real.
+    auth = data["headers"].get("authorization")
+    if auth is not None and not _is_sim_token(auth):
+        data["headers"]["authorization"] = "<redacted>"
+    return data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve()
+
+    def _serve(self) -> None:
+        simulator = self.server.simulator
+        split = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = SimRequest(self.command, split.path, parse_qs(split.query, keep_blank_values=True),
+                             {k.lower(): v for k, v in self.headers.items()}, body, time.time())
+        fault = None if split.path.startswith("/_sim/") else simulator._take_fault(self.path)
+        if fault is not None and fault.kind in ("status", "rate_limit"):
+            simulator._record(request)
+            self._fault_response(fault)
+            return
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        try:
+            response = simulator.dispatch(request)
+        except Exception as exc:  # a bug in a fake must show as a 500, not a hang
+            log.exception("simulator error on %s", split.path)
+            response = SimResponse(500, {"error": f"simulator bug: {exc}"})
+        payload = response.encoded()
+        if fault is not None and fault.kind == "malformed":
+            payload = b'{"this is": not json' + payload[:20]
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.headers.pop("Content-Type", "application/json"))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        if fault is not None and fault.kind == "truncated":
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload[: max(1, len(payload) // 2)])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _fault_response(self, fault: Fault) -> None:
+        status = 429 if fault.kind == "rate_limit" else fault.status
+        body = json.dumps({"error": {"message": f"injected fault: HTTP {status}"}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if fault.retry_after is not None:
+            self.send_header("Retry-After", f"{fault.retry_after:g}")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("simulator: " + format, *args)
+
+
+def _is_sim_token(value: str) -> bool:
+    return value.endswith(SIMULATOR_TOKEN)
+
+
+def bearer_token(request: SimRequest, scheme: str) -> str | None:
+    """The credential after `scheme` in the Authorization header, if any."""
+    header = request.headers.get("authorization", "")
+    expected = f"{scheme} "
+    return header[len(expected):] if header.startswith(expected) else None
+
+
+def deterministic(seed: int, *parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) from the seed and the parts."""
+    import hashlib
+
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+Handler = Callable[[SimRequest, re.Match[str]], SimResponse]

@@ -1,0 +1,1 @@
+"""Sinks turn neutral samples into an output format; they know no vendor."""

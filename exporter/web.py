@@ -1,0 +1,149 @@
+"""The HTTP endpoints: /metrics, /healthz, /readyz and a landing page.
+
+A `ThreadingHTTPServer` in its own thread, like prometheus_client's
+`start_http_server`: scrapes never wait for the event loop that polls.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry
+
+from exporter import __version__
+from exporter.configtypes import split_listen
+from exporter.runner import TargetStatus
+from exporter.sinks.prometheus import render
+
+log = logging.getLogger(__name__)
+
+
+class AppView(Protocol):
+    """What the endpoints need to know about the running app."""
+
+    registry: CollectorRegistry
+
+    def statuses(self) -> list[TargetStatus]: ...
+
+    def ready(self) -> bool: ...
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that hung up (a timed-out poll, a cancelled scrape) is routine.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+    app: AppView
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = f"api-metrics-exporter/{__version__}"
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server API
+        self._dispatch(send_body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._dispatch(send_body=False)
+
+    def _dispatch(self, send_body: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        routes: dict[str, Callable[[], tuple[int, bytes, dict[str, str]]]] = {
+            "/metrics": self._metrics,
+            "/healthz": lambda: (200, b"ok\n", {"Content-Type": "text/plain; charset=utf-8"}),
+            "/readyz": self._readyz,
+            "/": self._landing,
+        }
+        route = routes.get(path)
+        if route is None:
+            status, body, headers = 404, b"not found\n", {"Content-Type": "text/plain; charset=utf-8"}
+        else:
+            try:
+                status, body, headers = route()
+            except Exception:  # a broken page must not kill the server thread
+                log.exception("error serving %s", path)
+                status, body, headers = 500, b"internal error\n", {"Content-Type": "text/plain; charset=utf-8"}
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def _metrics(self) -> tuple[int, bytes, dict[str, str]]:
+        body, headers = render(self.server.app.registry, self.headers.get("Accept"), self.headers.get("Accept-Encoding"))
+        return 200, body, headers
+
+    def _readyz(self) -> tuple[int, bytes, dict[str, str]]:
+        text = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.server.app.ready():
+            return 200, b"ready\n", text
+        return 503, b"not ready: some targets have not been polled yet\n", text
+
+    def _landing(self) -> tuple[int, bytes, dict[str, str]]:
+        return 200, landing_page(self.server.app.statuses()).encode(), {"Content-Type": "text/html; charset=utf-8"}
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
+        log.debug("%s - %s", self.address_string(), format % args)
+
+
+def landing_page(statuses: list[TargetStatus]) -> str:
+    rows = []
+    for s in sorted(statuses, key=lambda s: (s.source, s.target)):
+        state = "pending" if not s.tried else ("up" if s.up else f"down: {s.reason}")
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(s.source)}</td><td>{html.escape(s.target)}</td>"
+            f"<td>{_when(s.last_attempt)}</td><td>{_when(s.last_success)}</td>"
+            f"<td class='{'up' if s.up else 'down'}'>{html.escape(state)}</td>"
+            f"<td>{s.series}</td><td>{html.escape(s.message)}</td>"
+            "</tr>"
+        )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>api-metrics-exporter</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}"
+        ".up{color:#1a7f37}.down{color:#cf222e}</style></head><body>"
+        f"<h1>api-metrics-exporter {html.escape(__version__)}</h1>"
+        "<p><a href='/metrics'>/metrics</a> · <a href='/healthz'>/healthz</a> · <a href='/readyz'>/readyz</a></p>"
+        "<table><tr><th>source</th><th>target</th><th>last poll</th><th>last success</th>"
+        "<th>status</th><th>series</th><th>last error</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>\n"
+    )
+
+
+def _when(moment: float | None) -> str:
+    if moment is None:
+        return "never"
+    ago = max(0.0, time.time() - moment)
+    stamp = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return f"{stamp} ({ago:.0f}s ago)"
+
+
+class WebServer:
+    def __init__(self, listen: str, app: AppView) -> None:
+        host, port = split_listen(listen)
+        self._server = _Server((host, port), _Handler)
+        self._server.app = app
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real simulator on loopback, config files, exporter processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import App
+from exporter.config import Settings, load_settings
+from exporter.simulator import SIMULATOR_TOKEN, Simulator
+
+# A fixed instant, so the simulator's time-varying data is reproducible.
+FROZEN_NOW = 1_780_000_000.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    with Simulator("127.0.0.1:0", seed=7, freeze_time=FROZEN_NOW) as sim:
+        yield sim
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(tmp_path: Path, text: str, name: str = "exporter.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def settings_from(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Settings:
+    return load_settings(write_config(tmp_path, text), environ=environ or {})
+
+
+def k6_config(sim: Simulator, runs: list[int], name: str = "k6", extra: str = "") -> str:
+    return f"""
+    [[sources]]
+    type = "k6_cloud"
+    name = "{name}"
+    interval = "60s"
+    base_url = "{sim.base_url('k6')}"
+    token = "{SIMULATOR_TOKEN}"
+    test_run_ids = {runs}
+    http = {{ retries = 2, backoff = 0.01, max_backoff = 0.05 }}
+    {extra}
+    """
+
+
+def poll_once(settings: Settings) -> tuple[App, bool]:
+    """Build an app, poll every target once over real sockets, return it."""
+    app = App(settings)
+
+    async def go() -> bool:
+        app.build()
+        try:
+            return await app.poll_all()
+        finally:
+            for source in app.sources:
+                await source.aclose()
+
+    return app, asyncio.run(go())
+
+
+def exposition(app: App) -> str:
+    return generate_latest(app.registry).decode()
+
+
+def samples_of(text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """{sorted labels: value} of one family's samples (by sample name)."""
+    found = {}
+    for metric in text_string_to_metric_families(text):
+        for sample in metric.samples:
+            if sample.name == family:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+class ExporterProcess:
+    """`python -m exporter run` as a real child process."""
+
+    def __init__(self, config: Path, port: int, *args: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "run", "--config", str(config), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exporter exited early:\n{self.proc.stdout.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("exporter did not become ready")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.stdout.read() if self.proc.stdout else ""  # type: ignore[union-attr]
