@@ -18,7 +18,10 @@ from exporter.scheduler import Scheduler
 from exporter.selfmetrics import SelfMetrics
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 from exporter.sinks.prometheus import StoreCollector
+from exporter.errors import PollError
+from exporter.ledgers import Ledgers
 from exporter.sources import REGISTRY, Source, Target
+from exporter.sources.base import SourceContext
 from exporter.store import Snapshot, Store
 from exporter.web import WebServer
 
@@ -35,7 +38,9 @@ class App:
         # snapshots, and the expiry counters must show in the same scrape.
         self.registry.register(StoreCollector(self.store, clock))
         self.metrics = SelfMetrics(self.registry)
-        self.runner = Runner(self.store, self.metrics, clock)
+        self.ledgers = Ledgers(settings.state.dir, clock)
+        self.registry.register(self.ledgers)
+        self.runner = Runner(self.store, self.metrics, self.ledgers, clock)
         self.simulator: Simulator | None = None
         self.sources: list[Source] = []
         self.targets: list[tuple[Source, Target]] = []
@@ -54,8 +59,7 @@ class App:
             source = self._make_source(config)
             self.sources.append(source)
             for target in source.targets():
-                self.runner.add(source, target)
-                self.targets.append((source, target))
+                self._add_target(source, target)
         log.info("%d source(s), %d target(s) configured", len(self.sources), len(self.targets))
 
     async def start(self) -> None:
@@ -64,8 +68,14 @@ class App:
         self.web.start()
         log.info("serving /metrics on %s (port %d)", self.settings.server.listen, self.web.port)
         self._scheduler = Scheduler(on_overrun=self._overrun)
+        for source in self.sources:
+            await self.discover(source)
         for source, target in self.targets:
-            self._scheduler.add(target.key, source.config.interval, self._job(source, target))
+            self._schedule(source, target)
+        for source in self.sources:
+            if source.discovers:
+                self._scheduler.add(f"{source.name}/(discovery)", source.config.interval, self._discovery_job(source),
+                                    first_delay=source.config.interval)
         self._scheduler.start()
 
     async def stop(self) -> None:
@@ -79,9 +89,33 @@ class App:
             self.simulator.stop()
 
     async def poll_all(self) -> bool:
-        """Poll every target once, concurrently; True when all succeeded."""
+        """Discover, then poll every target once, concurrently; True when all succeeded."""
+        discovered = [await self.discover(source) for source in self.sources]
         results = await asyncio.gather(*(self.runner.poll(s, t) for s, t in self.targets))
-        return all(results)
+        return all(results) and all(discovered)
+
+    async def discover(self, source: Source) -> bool:
+        """Align the source's targets with what its API lists; False on failure
+        (the known targets are then kept as they are)."""
+        try:
+            found = await source.discover()
+        except PollError as exc:
+            self.metrics.discovery_errors.labels(source.name, exc.reason).inc()
+            log.warning("target discovery of %s failed (%s): %s", source.name, exc.reason, exc.message,
+                        extra={"source": source.name, "reason": exc.reason})
+            return False
+        if found is None:
+            return True
+        self.metrics.discovered_targets.labels(source.name).set(len(found))
+        known = {t.id: t for s, t in self.targets if s is source}
+        wanted = {t.id: t for t in found}
+        for target_id in known.keys() - wanted.keys():
+            self._remove_target(source, known[target_id])
+        for target_id in wanted.keys() - known.keys():
+            self._add_target(source, wanted[target_id])
+            if self._scheduler is not None and self._scheduler.running:
+                self._schedule(source, wanted[target_id])
+        return True
 
     # --- what the web endpoints read --------------------------------------------
 
@@ -114,13 +148,34 @@ class App:
             source=config.name,
             on_retry=lambda reason: self.metrics.http_retries.labels(config.name, reason).inc(),
         )
-        return cls(config, http)
+        return cls(config, SourceContext(http=http, clock=self.clock, ledgers=self.ledgers))
 
-    def _job(self, source: Source, target: Target) -> Callable[[], object]:
+    def _add_target(self, source: Source, target: Target) -> None:
+        self.runner.add(source, target)
+        self.targets.append((source, target))
+
+    def _remove_target(self, source: Source, target: Target) -> None:
+        log.info("target %s is gone upstream; its series are removed", target.key)
+        if self._scheduler is not None:
+            self._scheduler.remove(target.key)
+        self.targets.remove((source, target))
+        self.runner.remove(source.name, target.id)
+        self.ledgers.forget(source.name, target.id)
+        source.forget(target)
+
+    def _schedule(self, source: Source, target: Target) -> None:
+        assert self._scheduler is not None
+
         async def poll() -> None:
             await self.runner.poll(source, target)
 
-        return poll
+        self._scheduler.add(target.key, source.config.interval, poll)
+
+    def _discovery_job(self, source: Source) -> Callable[[], object]:
+        async def discover() -> None:
+            await self.discover(source)
+
+        return discover
 
     def _overrun(self, job_id: str) -> None:
         source, _, target = job_id.partition("/")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.errors import PollError
+from exporter.ledgers import Ledgers
 from exporter.model import Family, Sample
 from exporter.selfmetrics import SelfMetrics
 from exporter.sources.base import Source, Target
@@ -50,15 +51,18 @@ class TargetStatus:
 
 
 class Runner:
-    def __init__(self, store: Store, metrics: SelfMetrics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, store: Store, metrics: SelfMetrics, ledgers: Ledgers, clock: Callable[[], float] = time.time
+    ) -> None:
         self.store = store
         self.metrics = metrics
+        self.ledgers = ledgers
         self.clock = clock
         self.status: dict[tuple[str, str], TargetStatus] = {}
 
     def add(self, source: Source, target: Target) -> None:
         self.status[(source.name, target.id)] = TargetStatus(source.name, target.id, source.config.interval)
-        self.metrics.add_target(source.name, target.id)
+        self.metrics.add_target(source.name, target.id, source.extra_reasons)
 
     def remove(self, source: str, target: str) -> None:
         self.status.pop((source, target), None)
@@ -102,6 +106,8 @@ class Runner:
         now = self.clock()
         unique = deduplicate(samples, f"{status.source}/{status.target}")
         self.store.put(Snapshot(status.source, status.target, unique, now, source.config.staleness_limit))
+        # Saved only after a successful poll: a failed one changed nothing worth keeping.
+        self.ledgers.save(status.source, status.target)
         if status.reason is not None and status.tried:
             log.info("target %s/%s recovered after %d failed poll(s)", status.source, status.target,
                      status.failures, extra={"source": status.source, "target": status.target})

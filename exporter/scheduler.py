@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 FIRST_POLL_MAX_DELAY = 10.0
 
 
-def first_delay(interval: float) -> float:
+def first_poll_delay(interval: float) -> float:
     return random.uniform(0, min(0.1 * interval, FIRST_POLL_MAX_DELAY))
 
 
@@ -31,14 +31,21 @@ class Scheduler:
         self._on_overrun = on_overrun
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
 
-    def add(self, job_id: str, interval: float, poll: Callable[[], Awaitable[object]]) -> None:
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running)
+
+    def add(
+        self, job_id: str, interval: float, poll: Callable[[], Awaitable[object]], first_delay: float | None = None
+    ) -> None:
+        delay = first_poll_delay(interval) if first_delay is None else first_delay
         now = datetime.now(timezone.utc)
         self._scheduler.add_job(
             poll,
             IntervalTrigger(seconds=interval, timezone=timezone.utc),
             id=job_id,
             name=job_id,
-            next_run_time=now + timedelta(seconds=first_delay(interval)),
+            next_run_time=now + timedelta(seconds=delay),
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(interval)),

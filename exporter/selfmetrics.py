@@ -63,6 +63,16 @@ class SelfMetrics:
             registry=registry,
         )
 
+        self.discovery_errors = Counter(
+            "apimetrics_discovery_errors_total",
+            "Failed target discoveries (sources that list their targets upstream), by reason.",
+            ("source", "reason"), registry=registry,
+        )
+        self.discovered_targets = Gauge(
+            "apimetrics_discovered_targets", "Targets the last successful discovery found.", ("source",),
+            registry=registry,
+        )
+
     def add_target(self, source: str, target: str, reasons: tuple[str, ...] = ()) -> None:
         """Create the target's series at zero so rate() works from the first scrape."""
         self.target_up.labels(source, target).set(0)

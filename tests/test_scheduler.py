@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.scheduler import FIRST_POLL_MAX_DELAY, Scheduler, first_delay
+from exporter.scheduler import FIRST_POLL_MAX_DELAY, Scheduler, first_poll_delay
 
 
-def test_first_delay_is_at_most_ten_percent_capped() -> None:
-    delays = [first_delay(60) for _ in range(500)]
+def test_first_poll_delay_is_at_most_ten_percent_capped() -> None:
+    delays = [first_poll_delay(60) for _ in range(500)]
     assert all(0 <= d <= 6 for d in delays)
     assert max(delays) > 3  # spread, not all at zero
-    assert all(0 <= first_delay(3600) <= FIRST_POLL_MAX_DELAY for _ in range(500))
+    assert all(0 <= first_poll_delay(3600) <= FIRST_POLL_MAX_DELAY for _ in range(500))
 
 
 def test_runs_never_overlap_and_overruns_are_counted() -> None:

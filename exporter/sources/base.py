@@ -3,15 +3,20 @@
 Like prometheus_client's custom collectors all implement `collect()`, every
 source implements `poll(target) -> list[Sample]`. A source knows its vendor's
 HTTP API and nothing about Prometheus or OTLP.
+
+What a source may use is handed to it in a `SourceContext`: its HTTP client,
+the clock, and the period ledgers that turn per-period counts into counters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from exporter.configtypes import SourceConfigBase
 from exporter.http import HttpClient
+from exporter.ledgers import Ledgers
 from exporter.model import Sample
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
@@ -29,30 +34,56 @@ class Target:
         return f"{self.source}/{self.id}"
 
 
-class Source(Generic[ConfigT]):
-    """Base class: holds the config and the source's HTTP client.
+@dataclass(frozen=True)
+class SourceContext:
+    http: HttpClient
+    clock: Callable[[], float]
+    ledgers: Ledgers
 
-    Subclasses set `type`, `config_model`, `default_base_url` and
-    `simulator_prefix`, and implement `targets()` and `poll()`.
+
+class Source(Generic[ConfigT]):
+    """Base class: holds the config and the context.
+
+    Subclasses set `type`, `config_model`, `default_base_url`,
+    `simulator_prefix` and `auth_scheme`, and implement `poll()`; a source
+    whose targets come from the API (not from config) also overrides
+    `discover()`.
     """
 
     type: ClassVar[str]
     config_model: ClassVar[type[SourceConfigBase]]
     default_base_url: ClassVar[str]
     simulator_prefix: ClassVar[str]
-    # How the credential is sent: header name and value template.
+    # The Authorization header is `f"{auth_scheme} {secret}"`.
     auth_scheme: ClassVar[str]
+    # Poll error reasons of this vendor beyond the base ones, so that their
+    # counters exist (at 0) from the start.
+    extra_reasons: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: ConfigT, http: HttpClient) -> None:
+    def __init__(self, config: ConfigT, context: SourceContext) -> None:
         self.config = config
-        self.http = http
+        self.context = context
+        self.http = context.http
         self.name = config.name
 
     def targets(self) -> list[Target]:
+        """Targets named in the config."""
         return [Target(self.name, target_id) for target_id in self.config.target_ids()]
+
+    @property
+    def discovers(self) -> bool:
+        """Whether this source lists its targets upstream (overrides discover)."""
+        return type(self).discover is not Source.discover
+
+    async def discover(self) -> list[Target] | None:
+        """Targets found upstream, re-run every interval; None: config only."""
+        return None
 
     async def poll(self, target: Target) -> list[Sample]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def forget(self, target: Target) -> None:
+        """Drop per-target state when a target goes away."""
 
     async def aclose(self) -> None:
         await self.http.aclose()

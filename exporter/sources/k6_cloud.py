@@ -42,11 +42,10 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, field_validator
 
 from exporter.configtypes import SourceConfigBase
-from exporter.http import HttpClient
 from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
 from exporter.naming import label_name, metric_name, with_unit
-from exporter.sources.base import Source, Target
+from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -214,8 +213,8 @@ class K6CloudSource(Source[K6CloudConfig]):
     simulator_prefix: ClassVar[str] = "k6"
     auth_scheme: ClassVar[str] = "Token"
 
-    def __init__(self, config: K6CloudConfig, http: HttpClient) -> None:
-        super().__init__(config, http)
+    def __init__(self, config: K6CloudConfig, context: SourceContext) -> None:
+        super().__init__(config, context)
         # Families are shared by every sample of one k6 metric name: build once.
         self._families: dict[tuple[str, str], Family] = {}
 

@@ -1,0 +1,74 @@
+"""One period ledger per target, restored from and saved to `[state] dir`.
+
+Without a state dir the ledgers live in memory only, and a restart resets the
+counters built on them (a documented counter reset: `_created` moves to the
+new start, so `rate()`/`increase()` handle it like any exporter restart).
+With it, each ledger is loaded when its target is first polled and saved
+atomically after every successful poll, so a restart continues the counters.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.ledger import LedgerStateStore, PeriodLedger
+
+log = logging.getLogger(__name__)
+
+
+class Ledgers(Collector):
+    """Also a collector of `apimetrics_counter_corrections_total`."""
+
+    def __init__(self, directory: Path | None, clock: Callable[[], float]) -> None:
+        self._files = LedgerStateStore(directory) if directory is not None else None
+        self._clock = clock
+        self._ledgers: dict[tuple[str, str], PeriodLedger] = {}
+        self._lock = threading.Lock()
+
+    def get(self, source: str, target: str) -> PeriodLedger:
+        key = (source, target)
+        with self._lock:
+            ledger = self._ledgers.get(key)
+        if ledger is not None:
+            return ledger
+        ledger = self._files.load(source, target) if self._files is not None else None
+        if ledger is not None:
+            log.info("restored counters of %s/%s (started %.0f)", source, target, ledger.created)
+        else:
+            ledger = PeriodLedger(created=self._clock())
+        with self._lock:
+            return self._ledgers.setdefault(key, ledger)
+
+    def save(self, source: str, target: str) -> None:
+        """Persist the target's ledger if it has one; failures are logged, not raised."""
+        with self._lock:
+            ledger = self._ledgers.get((source, target))
+        if ledger is None or self._files is None:
+            return
+        try:
+            self._files.save(source, target, ledger)
+        except OSError as exc:
+            log.error("cannot save counter state of %s/%s to %s: %s", source, target,
+                      self._files.path_for(source, target), exc)
+
+    def forget(self, source: str, target: str) -> None:
+        with self._lock:
+            self._ledgers.pop((source, target), None)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "apimetrics_counter_corrections",
+            "Downward revisions of vendor period counts held back so counters never decrease.",
+            labels=["source", "target"],
+        )
+        with self._lock:
+            items = sorted(self._ledgers.items())
+        for (source, target), ledger in items:
+            family.add_metric([source, target], ledger.corrections_total, created=ledger.created)
+        yield family
