@@ -13,11 +13,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from prometheus_client import generate_latest
-
 from exporter import __version__
 from exporter.config import ConfigError, Settings, load_settings
 from exporter.logs import setup_logging
+from exporter.sinks.prometheus import render
 
 log = logging.getLogger("exporter")
 
@@ -25,16 +24,16 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="config file (default: $APIMETRICS_CONFIG or ./exporter.toml)")
-    common.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    common.add_argument("--log-format", default="text", choices=["text", "json"])
     parser = argparse.ArgumentParser(
         prog="api-metrics-exporter",
         description="Poll vendor metrics APIs and expose them as Prometheus metrics.",
-        parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"api-metrics-exporter {__version__}")
+    _add_common(parser, defaults=True)
+    # Subcommands repeat the options without defaults, so `--config x check`
+    # and `check --config x` both work and neither overwrites the other.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, defaults=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", parents=[common], help="run the exporter (default)")
     commands.add_parser("check", parents=[common], help="validate the config and list sources and targets")
@@ -44,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--freeze-time", type=float, default=None, help="fixed epoch seconds for the clock")
     return parser
+
+
+def _add_common(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--config", default=default(None),
+                        help="config file (default: $APIMETRICS_CONFIG or ./exporter.toml)")
+    parser.add_argument("--log-level", default=default("info"), choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,7 +97,8 @@ async def once(settings: Settings) -> int:
         ok = await app.poll_all()
     finally:
         await app.stop()
-    sys.stdout.write(generate_latest(app.registry).decode())
+    body, _ = render(app.registry, "text/plain", None)
+    sys.stdout.write(body.decode())
     sys.stdout.flush()
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -199,6 +199,11 @@ def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
     for error in exc.errors(include_url=False):
         loc = _format_loc(error["loc"])
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            loc = f"{loc}.type"
+            message = f"unknown source type {error['input'].get('type')!r}; one of: {', '.join(REGISTRY)}"
+            if error["type"] == "union_tag_not_found":
+                message = f"required; one of: {', '.join(REGISTRY)}"
         ctx_error = (error.get("ctx") or {}).get("error")
         if isinstance(ctx_error, SecretFileError):
             loc = f"{loc}.{ctx_error.field}" if loc else ctx_error.field
@@ -212,7 +217,7 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     for index, part in enumerate(loc):
         if isinstance(part, int):
             text += f"[{part}]"
-        elif index > 0 and loc[index - 1] != "sources" and isinstance(loc[index - 1], int) and part in REGISTRY:
+        elif index >= 2 and loc[index - 2] == "sources" and isinstance(loc[index - 1], int) and part in REGISTRY:
             continue  # the discriminator tag pydantic inserts: `sources[0].k6_cloud.x`
         else:
             text += f".{part}" if text else str(part)

@@ -9,15 +9,17 @@ atomically after every successful poll, so a restart continues the counters.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from prometheus_client.metrics_core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.ledger import LedgerStateStore, PeriodLedger
+from exporter.ledger import LedgerStateStore, PeriodLedger, SeriesKey
+from exporter.model import Family, Labels, Sample
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +74,24 @@ class Ledgers(Collector):
         for (source, target), ledger in items:
             family.add_metric([source, target], ledger.corrections_total, created=ledger.created)
         yield family
+
+
+# A ledger series is keyed by its family name followed by its labels, flattened:
+# ("bird_flow_runs", "status", "completed_success"). One ledger per target can
+# so hold every counter family of that target.
+
+
+def series_key(family: Family, labels: Labels) -> SeriesKey:
+    return (family.name, *itertools.chain.from_iterable(labels))
+
+
+def counter_samples(ledger: PeriodLedger, families: Mapping[str, Family], base: Labels) -> list[Sample]:
+    """The ledger's counters as samples: `base` labels first, then the key's."""
+    samples = []
+    for key, total in sorted(ledger.totals().items()):
+        family = families.get(key[0])
+        if family is None:
+            continue  # a key from an older config (e.g. grouping turned off)
+        labels = base + tuple(zip(key[1::2], key[2::2], strict=True))
+        samples.append(Sample(family, labels, total, created=ledger.created))
+    return samples

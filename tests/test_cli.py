@@ -9,6 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
+from exporter.config import load_settings
 from exporter.simulator import Fault, Simulator
 from tests.conftest import REPO, k6_config, write_config
 
@@ -27,8 +28,12 @@ def test_version() -> None:
 def test_check_ok_prints_targets() -> None:
     result = cli("check", "--config", str(REPO / "exporter.toml"))
     assert result.returncode == 0, result.stderr
-    assert "k6-demo" in result.stdout and "103054" in result.stdout and "simulator" in result.stdout
-    assert "config OK: 1 source(s), 2 target(s)" in result.stdout
+    settings = load_settings(REPO / "exporter.toml", environ={})
+    for source in settings.sources:
+        assert source.name in result.stdout and ", ".join(source.target_ids()) in result.stdout
+    targets = sum(len(s.target_ids()) for s in settings.sources)
+    assert f"config OK: {len(settings.sources)} source(s), {targets} target(s)" in result.stdout
+    assert "k6-demo" in result.stdout and "simulator" in result.stdout
 
 
 def test_check_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
@@ -82,3 +87,10 @@ def test_json_logs_one_object_per_line(simulator: Simulator, tmp_path: Path) -> 
     entries = [json.loads(line) for line in result.stderr.splitlines()]
     failure = next(e for e in entries if e["message"].startswith("poll of k6/103054 failed"))
     assert failure["level"] == "warning" and failure["reason"] == "http_5xx" and failure["target"] == "103054"
+
+
+def test_options_before_or_after_the_command(tmp_path: Path) -> None:
+    bad = write_config(tmp_path, "[servr]\n")
+    assert cli("--config", str(bad), "check").returncode == 2
+    assert cli("check", "--config", str(bad)).returncode == 2
+    assert cli("--config", str(REPO / "exporter.toml"), "check").returncode == 0

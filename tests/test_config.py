@@ -8,6 +8,7 @@ import pytest
 
 from exporter.config import ConfigError, load_settings
 from exporter.configtypes import parse_duration
+from exporter.sources import REGISTRY
 from tests.conftest import write_config
 
 VALID = """
@@ -130,8 +131,15 @@ def test_duplicate_source_name(tmp_path: Path) -> None:
 
 
 def test_unknown_source_type(tmp_path: Path) -> None:
-    lines = errors_of(tmp_path, VALID.replace('"k6_cloud"', '"k7_cloud"'))
-    assert len(lines) == 1 and lines[0].startswith("sources[0].type: ")
+    assert errors_of(tmp_path, VALID.replace('"k6_cloud"', '"k7_cloud"')) == [
+        "sources[0].type: unknown source type 'k7_cloud'; one of: " + ", ".join(REGISTRY)
+    ]
+
+
+def test_missing_source_type(tmp_path: Path) -> None:
+    assert errors_of(tmp_path, VALID.replace('type = "k6_cloud"\n', "")) == [
+        "sources[0].type: required; one of: " + ", ".join(REGISTRY)
+    ]
 
 
 def test_token_required_without_simulator(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 from exporter.simulator.k6_cloud import HOSTILE_URL, UNICODE_URL
 from tests.conftest import ExporterProcess, free_port, k6_config, write_config
+from tests.sources.test_bird import bird_config
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,8 @@ def require(tool: str) -> str:
 def exporter(simulator: Simulator, tmp_path: Path) -> Iterator[ExporterProcess]:
     port = free_port()
     config = write_config(tmp_path, f'[server]\nlisten = "127.0.0.1:{port}"\n'
-                          + k6_config(simulator, [103054, 103055]).replace('interval = "60s"', 'interval = "2s"'))
+                          + k6_config(simulator, [103054, 103055]).replace('interval = "60s"', 'interval = "2s"')
+                          + bird_config(simulator, extra='interval = "2s"'))
     process = ExporterProcess(config, port)
     try:
         process.wait_ready()
@@ -113,7 +115,8 @@ def test_promtool_finds_nothing(exporter: ExporterProcess) -> None:
     promtool = require("promtool")
     # Wait for both targets to have been polled, so the lint sees vendor families.
     deadline = time.monotonic() + 30
-    while "k6_cloud_run_checks" not in (body := httpx.get(f"{exporter.url}/metrics").text):
+    while not all(f"{name}{{" in (body := httpx.get(f"{exporter.url}/metrics").text)
+                  for name in ("k6_cloud_run_checks", "bird_flow_runs_total")):
         assert time.monotonic() < deadline
         time.sleep(0.2)
     result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)

@@ -9,6 +9,7 @@ if TYPE_CHECKING:
 
 
 def build_vendors(simulator: Simulator) -> list[Vendor]:
+    from exporter.simulator.bird import BirdFake
     from exporter.simulator.k6_cloud import K6CloudFake
 
-    return [K6CloudFake(simulator)]
+    return [K6CloudFake(simulator), BirdFake(simulator)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -24,12 +25,20 @@ from exporter.store import Store
 log = logging.getLogger(__name__)
 
 
+# Whether the scrape being rendered on this thread is OpenMetrics. `_created`
+# samples belong there (Prometheus reads them as created timestamps); in the
+# text format prometheus_client would turn them into extra `*_created` gauge
+# series, doubling the series of every counter for no use.
+_scrape = threading.local()
+
+
 class StoreCollector(Collector):
     def __init__(self, store: Store, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        with_created = getattr(_scrape, "openmetrics", True)
         metrics: dict[str, tuple[Family, Metric]] = {}
         for snapshot in self._store.current(self._clock()):
             for sample in snapshot.samples:
@@ -41,9 +50,13 @@ class StoreCollector(Collector):
                     # Two targets disagree on a family's type; the first one
                     # wins so the exposition stays valid.
                     continue
-                add_sample(entry[1], sample)
+                add_sample(entry[1], sample if with_created or sample.created is None else _uncreated(sample))
         for _, metric in metrics.values():
             yield metric
+
+
+def _uncreated(sample: Sample) -> Sample:
+    return Sample(sample.family, sample.labels, sample.value, sample.timestamp, None)
 
 
 def _new_metric(family: Family) -> Metric:
@@ -97,7 +110,11 @@ def _format_bound(bound: float) -> str:
 def render(registry: CollectorRegistry, accept: str | None, accept_encoding: str | None) -> tuple[bytes, dict[str, str]]:
     """The exposition for one scrape: body and response headers."""
     encoder, content_type = choose_encoder(accept or "")
-    body = encoder(registry)
+    _scrape.openmetrics = content_type.startswith("application/openmetrics-text")
+    try:
+        body = encoder(registry)
+    finally:
+        del _scrape.openmetrics
     headers = {"Content-Type": content_type}
     if accept_encoding and "gzip" in accept_encoding.lower():
         body = gzip.compress(body, compresslevel=3)

@@ -1,0 +1,168 @@
+"""Bird flow-run metrics (seed 000; statuses and the 422 shape from API_NOTES.md).
+
+For each flow (one target) a poll calls
+
+    POST /workspaces/{workspaceId}/reporting/flowruns/flow/{flowId}/metrics
+    {"periodStart": "...", "periodEnd": "...", "periodGroup": "hour", "groupBy": ["status"]}
+
+over a window of `lookback` complete periods plus the open one, and feeds the
+per-period counts to the period ledger, which makes true counters of them:
+
+    bird_flow_runs_total{workspace_id="ws",flow_id="f1",status="completed_success"} 1234
+    bird_flow_runs_last_period{workspace_id="ws",flow_id="f1",status="completed_success",period_group="hour"} 57
+
+Readings of the doc:
+- `data` is read by the position of `"status"` in `dataColumns`, never by a
+  fixed index. Without grouping `data` is null or absent; with grouping a row
+  whose `data` lacks the status is labelled `status="unknown"` rather than
+  dropped, so no run goes uncounted.
+- `count` is not a required field: a row without it counts 0 (the period had
+  no runs of that group); a negative or non-numeric count is invalid_response.
+- Empty periods may be omitted by the server; an omitted period is 0 for the
+  last-period gauge and leaves the counter unchanged.
+- `periodTime` is the period's start; any RFC 3339 offset is accepted.
+- `periodEnd` is sent as "now": the open period counts as it grows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from exporter.configtypes import SourceConfigBase
+from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
+from exporter.ledgers import counter_samples, series_key
+from exporter.model import Family, Kind, Labels, Sample
+from exporter.periods import GRIDS, rfc3339
+from exporter.sources.base import Source, Target
+from exporter.timeparse import parse_timestamp
+
+FLOW_RUNS = Family("bird_flow_runs", Kind.COUNTER, "Bird flow runs, from per-period counts (period ledger).")
+LAST_PERIOD = Family(
+    "bird_flow_runs_last_period", Kind.GAUGE, "Bird flow runs in the most recent complete period."
+)
+UNKNOWN_STATUS = "unknown"
+
+
+class BirdFlowRunsConfig(SourceConfigBase):
+    """`type = "bird_flow_runs"`: one target per flow."""
+
+    type: Literal["bird_flow_runs"]
+    access_key: SecretStr | None = None
+    workspace_id: str = Field(min_length=1)
+    flow_ids: list[str] = Field(min_length=1)
+    period_group: Literal["minute", "hour", "day", "month"] = "hour"
+    lookback: int = Field(default=3, ge=1, le=100_000, description="complete periods re-read by every poll")
+    group_by_status: bool = True
+
+    @field_validator("flow_ids")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if any(not flow.strip() for flow in value):
+            raise ValueError("flow ids must not be empty")
+        return value
+
+    def target_ids(self) -> list[str]:
+        return list(dict.fromkeys(self.flow_ids))
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    periodTime: str  # noqa: N815 - vendor field name
+    count: int | None = Field(default=None, ge=0)
+    data: list[str | None] | None = None
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    periodGroup: str | None = None  # noqa: N815
+    dataColumns: list[str]  # noqa: N815
+    results: list[_Row] | None = None
+
+
+class BirdFlowRunsSource(Source[BirdFlowRunsConfig]):
+    type: ClassVar[str] = "bird_flow_runs"
+    config_model: ClassVar[type[SourceConfigBase]] = BirdFlowRunsConfig
+    default_base_url: ClassVar[str] = "https://api.bird.com"
+    simulator_prefix: ClassVar[str] = "bird"
+    auth_scheme: ClassVar[str] = "AccessKey"
+    extra_reasons: ClassVar[tuple[str, ...]] = ("validation",)
+
+    async def poll(self, target: Target) -> list[Sample]:
+        grid = GRIDS[self.config.period_group]
+        now = self.context.clock()
+        start, current = grid.window(now, self.config.lookback)
+        body = {
+            "periodStart": rfc3339(start),
+            "periodEnd": rfc3339(now),
+            "periodGroup": self.config.period_group,
+            "groupBy": ["status"] if self.config.group_by_status else None,
+        }
+        path = f"/workspaces/{self.config.workspace_id}/reporting/flowruns/flow/{target.id}/metrics"
+        payload = await self.http.post_json(path, body, classify=classify_error)
+        counts = self._counts(payload)
+
+        ledger = self.context.ledgers.get(self.name, target.id)
+        ledger.observe(start, {series_key(FLOW_RUNS, labels): periods for labels, periods in counts.items()})
+        base: Labels = (("workspace_id", self.config.workspace_id), ("flow_id", target.id))
+        totals = counter_samples(ledger, {FLOW_RUNS.name: FLOW_RUNS}, base)
+        # Every group the counter knows gets a last-period value, 0 when the
+        # server omitted the period (it omits empty ones).
+        last = grid.shift(current, -1)
+        last_period = [
+            Sample(LAST_PERIOD, total.labels + (("period_group", self.config.period_group),),
+                   counts.get(total.labels[len(base):], {}).get(last, 0.0), timestamp=last)
+            for total in totals
+        ]
+        return totals + last_period
+
+    def _counts(self, payload: Any) -> dict[Labels, dict[float, float]]:
+        """`{group labels: {period start: count}}` from a FlowRunResult."""
+        try:
+            result = _Result.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            raise InvalidResponse(f"flow run metrics: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        column = self._status_column(result.dataColumns)
+        counts: dict[Labels, dict[float, float]] = {}
+        for row in result.results or []:
+            try:
+                period = parse_timestamp(row.periodTime)
+            except ValueError as exc:
+                raise InvalidResponse(f"flow run metrics: {exc}") from None
+            group: Labels = ()
+            if column is not None:
+                status = row.data[column] if row.data is not None and column < len(row.data) else None
+                group = (("status", status or UNKNOWN_STATUS),)
+            periods = counts.setdefault(group, {})
+            periods[period] = periods.get(period, 0.0) + (row.count or 0)
+        return counts
+
+    def _status_column(self, columns: list[str]) -> int | None:
+        if not self.config.group_by_status:
+            return None
+        if "status" not in columns:
+            raise InvalidResponse(f"flow run metrics: grouped by status but dataColumns is {columns!r}")
+        return columns.index("status")
+
+
+def classify_error(status: int, body: bytes, path: str) -> PollError | None:
+    """422 carries a ValidationError `{code, message, details}`: reason `validation`."""
+    if status != 422:
+        return None
+    try:
+        error = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        error = None
+    if not isinstance(error, dict):
+        return UpstreamHTTPError("validation", f"POST {path}: HTTP 422 without a ValidationError body",
+                                 status=status, body=body)
+    details = error.get("details") or {}
+    described = "; ".join(
+        f"{field}: {', '.join(problems) if isinstance(problems, list) else problems}"
+        for field, problems in (details.items() if isinstance(details, dict) else [])
+    )
+    message = f"POST {path}: HTTP 422 {error.get('code', '')}: {error.get('message', '')}"
+    return UpstreamHTTPError("validation", message + (f" ({described})" if described else ""), status=status, body=body)
