@@ -148,7 +148,8 @@ class App:
             source=config.name,
             on_retry=lambda reason: self.metrics.http_retries.labels(config.name, reason).inc(),
         )
-        return cls(config, SourceContext(http=http, clock=self.clock, ledgers=self.ledgers))
+        context = SourceContext(http=http, clock=self.clock, ledgers=self.ledgers, report=self.runner.report)
+        return cls(config, context)
 
     def _add_target(self, source: Source, target: Target) -> None:
         self.runner.add(source, target)

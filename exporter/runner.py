@@ -40,6 +40,10 @@ class TargetStatus:
     polls: int = 0
     failures: int = 0
     running: bool = field(default=False, repr=False)
+    # Reasons of partial problems (reported by the source, poll still succeeded)
+    # in the previous and the current poll: a reason is logged when it appears.
+    partial_before: set[str] = field(default_factory=set, repr=False)
+    partial_now: set[str] = field(default_factory=set, repr=False)
 
     @property
     def tried(self) -> bool:
@@ -78,6 +82,7 @@ class Runner:
         """One poll of one target; True on success. Never raises (but on cancel)."""
         status = self.status[(source.name, target.id)]
         status.running = True
+        status.partial_before, status.partial_now = status.partial_now, set()
         started = time.monotonic()
         status.last_attempt = self.clock()
         try:
@@ -101,6 +106,20 @@ class Runner:
             status.polls += 1
             self.metrics.poll_duration.labels(source.name, target.id).observe(time.monotonic() - started)
         return False
+
+    def report(self, source: str, target: str, error: PollError) -> None:
+        """A partial problem: part of a target's data could not be read (one
+        Flux metric, one WhatsApp metric refused for lack of data) while the
+        rest was. Counted under its reason; the target stays up."""
+        status = self.status.get((source, target))
+        self.metrics.count_error(source, target, error.reason)
+        if status is None:
+            return
+        fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
+        status.partial_now.add(error.reason)
+        log.log(logging.WARNING if fresh else logging.DEBUG, "poll of %s/%s: partial failure (%s): %s",
+                source, target, error.reason, error.message,
+                extra={"source": source, "target": target, "reason": error.reason})
 
     def _succeeded(self, status: TargetStatus, source: Source, samples: list[Sample]) -> None:
         now = self.clock()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
 from exporter.configtypes import SourceConfigBase
+from exporter.errors import PollError
 from exporter.http import HttpClient
 from exporter.ledgers import Ledgers
 from exporter.model import Sample
@@ -39,6 +40,9 @@ class SourceContext:
     http: HttpClient
     clock: Callable[[], float]
     ledgers: Ledgers
+    # report(source, target, error): a partial problem of a poll that still
+    # succeeds; counted under error.reason, logged when it first appears.
+    report: Callable[[str, str, PollError], None] = lambda source, target, error: None
 
 
 class Source(Generic[ConfigT]):
@@ -81,6 +85,10 @@ class Source(Generic[ConfigT]):
 
     async def poll(self, target: Target) -> list[Sample]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def report(self, target: Target, error: PollError) -> None:
+        """Count a partial problem of this poll without failing it."""
+        self.context.report(self.name, target.id, error)
 
     def forget(self, target: Target) -> None:
         """Drop per-target state when a target goes away."""
