@@ -63,6 +63,9 @@ class Runner:
         self.ledgers = ledgers
         self.clock = clock
         self.status: dict[tuple[str, str], TargetStatus] = {}
+        # Called with every new snapshot, after it is stored (the OTLP sink
+        # listens here). A listener must not block: it runs on the event loop.
+        self.listeners: list[Callable[[Snapshot], None]] = []
 
     def add(self, source: Source, target: Target) -> None:
         self.status[(source.name, target.id)] = TargetStatus(source.name, target.id, source.config.interval)
@@ -124,7 +127,13 @@ class Runner:
     def _succeeded(self, status: TargetStatus, source: Source, samples: list[Sample]) -> None:
         now = self.clock()
         unique = deduplicate(samples, f"{status.source}/{status.target}")
-        self.store.put(Snapshot(status.source, status.target, unique, now, source.config.staleness_limit))
+        snapshot = Snapshot(status.source, status.target, unique, now, source.config.staleness_limit)
+        self.store.put(snapshot)
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception:  # a sink's bug must not fail the poll
+                log.exception("snapshot listener failed for %s/%s", status.source, status.target)
         # Saved only after a successful poll: a failed one changed nothing worth keeping.
         self.ledgers.save(status.source, status.target)
         if status.reason is not None and status.tried:
