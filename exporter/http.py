@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -38,6 +39,10 @@ Params = Mapping[str, Any] | list[tuple[str, Any]] | None
 # Called with every error response before the default mapping; a source returns
 # a PollError of its own (e.g. a vendor's "retired" or "insufficient data") or None.
 ErrorClassifier = Callable[[int, bytes, str], PollError | None]
+# Wraps every attempt (retries included): `gate(send)` awaits `send()` and returns
+# its `(status, headers, body)`. A rate budget takes a token per request this way.
+Sent = tuple[int, httpx.Headers, bytes]
+Gate = Callable[[Callable[[], Awaitable[Sent]]], Awaitable[Sent]]
 
 
 class HttpClient:
@@ -56,6 +61,7 @@ class HttpClient:
         self.config = config
         self.source = source
         self._on_retry = on_retry
+        self.gate: Gate | None = None
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
@@ -107,7 +113,8 @@ class HttpClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                status, headers, body = await self._send_once(method, path, params, json_body)
+                send = functools.partial(self._send_once, method, path, params, json_body)
+                status, headers, body = await (send() if self.gate is None else self.gate(send))
             except httpx.TimeoutException as exc:
                 error: PollError = PollError("timeout", f"{method} {path}: timed out ({type(exc).__name__})")
                 delay = None if last else self._backoff(attempt)
