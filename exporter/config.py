@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.configtypes import ListenAddress, SecretFileError, SourceConfigBase, StrictModel
+from exporter.otlpconfig import OtlpConfig
 from exporter.sources import REGISTRY
 
 ENV_PREFIX = "APIMETRICS_"
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     server: ServerConfig = ServerConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     state: StateConfig = StateConfig()
+    otlp: OtlpConfig = OtlpConfig()
     sources: list[SourceConfig] = Field(default_factory=list)  # type: ignore[valid-type]
 
     @classmethod

@@ -14,6 +14,11 @@ from exporter import __version__
 from exporter.errors import BASE_REASONS
 
 TARGET = ("source", "target")
+OTLP_RESULTS = ("success", "retryable", "rejected")
+# queue_full: the oldest points, when the queue is full; rejected: a permanent
+# error from the collector; invalid: points that could not be encoded;
+# shutdown: still queued when the shutdown grace ran out.
+OTLP_DROP_REASONS = ("queue_full", "rejected", "invalid", "shutdown")
 
 
 class SelfMetrics:
@@ -72,6 +77,35 @@ class SelfMetrics:
             "apimetrics_discovered_targets", "Targets the last successful discovery found.", ("source",),
             registry=registry,
         )
+
+        # The OTLP push sink (exporter/sinks/otlp.py); label values are created
+        # by `add_otlp()` when the sink is enabled.
+        self.otlp_exported_points = Counter(
+            "apimetrics_otlp_exported_points",
+            "Points in OTLP export attempts by result: success; retryable (kept and retried, so counted "
+            "again on each attempt); rejected (a permanent error: dropped).",
+            ("result",), registry=registry,
+        )
+        self.otlp_dropped_points = Counter(
+            "apimetrics_otlp_dropped_points", "Points the OTLP sink dropped, by reason.", ("reason",),
+            registry=registry,
+        )
+        self.otlp_export_duration = Histogram(
+            "apimetrics_otlp_export_duration_seconds",
+            "Duration of OTLP export attempts (one batch, the SDK exporter's own retries included).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry,
+        )
+        self.otlp_queue_points = Gauge(
+            "apimetrics_otlp_queue_points", "Points waiting in the OTLP sink's queue, the batch being sent included.",
+            registry=registry,
+        )
+
+    def add_otlp(self) -> None:
+        """Create the OTLP sink's series at zero."""
+        for result in OTLP_RESULTS:
+            self.otlp_exported_points.labels(result)
+        for reason in OTLP_DROP_REASONS:
+            self.otlp_dropped_points.labels(reason)
 
     def add_target(self, source: str, target: str, reasons: tuple[str, ...] = ()) -> None:
         """Create the target's series at zero so rate() works from the first scrape."""
