@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= exporter.toml
 
-.PHONY: run test prometheus-tools clean
+.PHONY: run test bench prometheus-tools clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ run: $(VENV)/.installed
 ## test: install what the tests need (Debian prometheus when root) and run the whole suite
 test: $(VENV)/.installed prometheus-tools
 	$(PY) -m pytest
+
+## bench: scrape, poll-path, scale and memory benchmarks (minutes; not part of `make test`)
+bench: $(VENV)/.installed
+	$(PY) benchmarks/bench.py
 
 # The real-scraper tests need `prometheus` and `promtool` (Debian package `prometheus`).
 prometheus-tools:

@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from exporter import __version__
 from exporter.config import ConfigError, Settings, load_settings
 from exporter.logs import setup_logging
-from exporter.sinks.prometheus import render
 
 log = logging.getLogger("exporter")
 
@@ -97,8 +96,7 @@ async def once(settings: Settings) -> int:
         ok = await app.poll_all()
     finally:
         await app.stop()
-    body, _ = render(app.registry, "text/plain", None)
-    sys.stdout.write(body.decode())
+    sys.stdout.write(app.exposition().decode())
     sys.stdout.flush()
     return EXIT_OK if ok else EXIT_FAILED
 

@@ -20,7 +20,8 @@ from exporter.ledgers import Ledgers
 from exporter.model import Family, Sample
 from exporter.selfmetrics import SelfMetrics
 from exporter.sources.base import Source, Target
-from exporter.store import Snapshot, Store
+from exporter.sinks.exposition import Block, render_blocks
+from exporter.store import Snapshot, Store, Stored
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class Runner:
                           extra={"source": source.name, "target": target.id})
             self._failed(status, "internal", f"{type(exc).__name__}: {exc}", logged=True)
         else:
-            self._succeeded(status, source, samples)
+            unique = deduplicate(samples, f"{source.name}/{target.id}")
+            blocks = await render_off_loop(unique)
+            self._succeeded(status, source, unique, blocks)
             return True
         finally:
             status.running = False
@@ -124,11 +127,15 @@ class Runner:
                 source, target, error.reason, error.message,
                 extra={"source": source, "target": target, "reason": error.reason})
 
-    def _succeeded(self, status: TargetStatus, source: Source, samples: list[Sample]) -> None:
+    def _succeeded(
+        self, status: TargetStatus, source: Source, unique: tuple[Sample, ...], blocks: list[Block]
+    ) -> None:
         now = self.clock()
-        unique = deduplicate(samples, f"{status.source}/{status.target}")
-        snapshot = Snapshot(status.source, status.target, unique, now, source.config.staleness_limit)
-        self.store.put(snapshot)
+        limit = source.config.staleness_limit
+        for family in self.store.put(Stored(status.source, status.target, tuple(blocks), now, limit)):
+            log.warning("%s/%s: family %s has another type in another target; its series are dropped",
+                        status.source, status.target, family.name)
+        snapshot = Snapshot(status.source, status.target, unique, now, limit)
         for listener in self.listeners:
             try:
                 listener(snapshot)
@@ -156,6 +163,19 @@ class Runner:
             level = logging.WARNING if changed else logging.DEBUG
             log.log(level, "poll of %s/%s failed (%s): %s", status.source, status.target, reason, message,
                     extra={"source": status.source, "target": status.target, "reason": reason})
+
+
+# Below this many samples rendering takes well under a millisecond: a thread
+# hop would cost more than it saves.
+RENDER_IN_THREAD = 2000
+
+
+async def render_off_loop(samples: tuple[Sample, ...]) -> list[Block]:
+    """Render a snapshot's blocks; big ones in a thread, so that one large
+    target never stalls the polling of the others."""
+    if len(samples) < RENDER_IN_THREAD:
+        return render_blocks(samples)
+    return await asyncio.to_thread(render_blocks, samples)
 
 
 def deduplicate(samples: list[Sample], where: str) -> tuple[Sample, ...]:

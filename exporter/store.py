@@ -1,9 +1,15 @@
-"""Latest snapshot per target, swapped atomically after each successful poll.
+"""Latest rendered snapshot per target, swapped atomically after each poll.
 
-The HTTP server reads from a thread while polls write from the event loop, so
-the map is guarded by a lock; a snapshot itself is immutable. A snapshot older
-than its target's `max_staleness` is dropped when read: stale data is never
-served as fresh forever.
+Polls write from the event loop (or a render thread) while scrapes read from
+HTTP threads, so the index is guarded by a lock; blocks themselves are
+immutable bytes. The index is kept per family, each family's blocks ordered by
+(source, target), so a scrape only collects references: no per-series work.
+
+Each family's joined body is cached until one of its blocks changes, so
+scrapes between polls cost one buffer reference per family.
+
+A snapshot older than its target's `max_staleness` is dropped when a scrape
+reads the store: stale data is never served as fresh forever.
 """
 
 from __future__ import annotations
@@ -12,46 +18,154 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.model import Sample
+from exporter.model import Family, Sample
+from exporter.sinks.exposition import Block, header_openmetrics, header_text
+
+TargetKey = tuple[str, str]
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """What one successful poll produced (handed to push sinks)."""
+
     source: str
     target: str
     samples: tuple[Sample, ...]
     taken_at: float
     max_staleness: float
 
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store keeps of a snapshot: its rendered blocks."""
+
+    source: str
+    target: str
+    blocks: tuple[Block, ...]
+    taken_at: float
+    max_staleness: float
+
+    @property
+    def series(self) -> int:
+        return sum(block.series for block in self.blocks)
+
     def expired(self, now: float) -> bool:
         return now - self.taken_at > self.max_staleness
 
 
+class _FamilyEntry:
+    __slots__ = ("family", "text_header", "om_header", "text_header_gzip", "om_header_gzip", "blocks", "joined")
+
+    def __init__(self, family: Family) -> None:
+        from exporter.sinks.exposition import gzip_member
+
+        self.family = family
+        self.text_header = header_text(family)
+        self.om_header = header_openmetrics(family)
+        self.text_header_gzip = gzip_member(self.text_header)
+        self.om_header_gzip = gzip_member(self.om_header)
+        self.blocks: dict[TargetKey, Block] = {}
+        # The family's whole body per (openmetrics, compressed), joined on the
+        # first scrape after a change: later scrapes send it as one buffer.
+        self.joined: dict[tuple[bool, bool], bytes] = {}
+
+    def body(self, openmetrics: bool, compressed: bool) -> bytes:
+        key = (openmetrics, compressed)
+        cached = self.joined.get(key)
+        if cached is not None:
+            return cached
+        blocks = self.blocks.values()
+        if compressed:
+            head = self.om_header_gzip if openmetrics else self.text_header_gzip
+            lines = [b.openmetrics_gzip() for b in blocks] if openmetrics else [b.text_gzip for b in blocks]
+        else:
+            head = self.om_header if openmetrics else self.text_header
+            lines = [b.openmetrics() for b in blocks] if openmetrics else [b.text for b in blocks]
+        joined = self.joined[key] = head + b"".join(lines)
+        return joined
+
+
 class Store:
-    def __init__(self, on_expire: Callable[[Snapshot], None] | None = None) -> None:
+    def __init__(self, on_expire: Callable[[Stored], None] | None = None) -> None:
         self._lock = threading.Lock()
-        self._snapshots: dict[tuple[str, str], Snapshot] = {}
+        self._targets: dict[TargetKey, Stored] = {}
+        self._families: dict[str, _FamilyEntry] = {}
+        self._order: list[str] = []  # family names, sorted
         self._on_expire = on_expire
 
-    def put(self, snapshot: Snapshot) -> None:
+    def put(self, stored: Stored) -> list[Family]:
+        """Swap in a target's blocks; returns families refused because another
+        target already exports that name with a different type."""
+        key = (stored.source, stored.target)
+        refused = []
         with self._lock:
-            self._snapshots[(snapshot.source, snapshot.target)] = snapshot
+            old = self._targets.get(key)
+            new_names = {block.family.name for block in stored.blocks}
+            for block in old.blocks if old is not None else ():
+                if block.family.name not in new_names:
+                    self._unlink_locked(key, block.family.name)
+            kept = []
+            for block in stored.blocks:
+                entry = self._families.get(block.family.name)
+                if entry is None:
+                    entry = self._families[block.family.name] = _FamilyEntry(block.family)
+                    self._order = sorted(self._families)
+                elif entry.family.kind is not block.family.kind:
+                    refused.append(block.family)
+                    continue
+                _insert_sorted(entry.blocks, key, block)
+                entry.joined.clear()
+                kept.append(block)
+            self._targets[key] = Stored(stored.source, stored.target, tuple(kept), stored.taken_at,
+                                        stored.max_staleness)
+        return refused
 
-    def get(self, source: str, target: str) -> Snapshot | None:
+    def get(self, source: str, target: str) -> Stored | None:
         with self._lock:
-            return self._snapshots.get((source, target))
+            return self._targets.get((source, target))
 
     def drop(self, source: str, target: str) -> None:
         with self._lock:
-            self._snapshots.pop((source, target), None)
+            self._remove_locked((source, target))
 
-    def current(self, now: float) -> list[Snapshot]:
-        """Fresh snapshots, ordered by (source, target); expired ones are removed."""
+    def expire(self, now: float) -> None:
         with self._lock:
-            expired = [key for key, snap in self._snapshots.items() if snap.expired(now)]
-            gone = [self._snapshots.pop(key) for key in expired]
-            fresh = sorted(self._snapshots.values(), key=lambda s: (s.source, s.target))
+            gone = [stored for stored in self._targets.values() if stored.expired(now)]
+            for stored in gone:
+                self._remove_locked((stored.source, stored.target))
         if self._on_expire is not None:
-            for snapshot in gone:
-                self._on_expire(snapshot)
-        return fresh
+            for stored in gone:
+                self._on_expire(stored)
+
+    def parts(self, openmetrics: bool, compressed: bool) -> list[bytes]:
+        """One buffer per family, in exposition order (joined once per change)."""
+        with self._lock:
+            return [self._families[name].body(openmetrics, compressed) for name in self._order]
+
+    def _remove_locked(self, key: TargetKey) -> None:
+        old = self._targets.pop(key, None)
+        for block in old.blocks if old is not None else ():
+            self._unlink_locked(key, block.family.name)
+
+    def _unlink_locked(self, key: TargetKey, name: str) -> None:
+        entry = self._families.get(name)
+        if entry is None:
+            return
+        entry.blocks.pop(key, None)
+        entry.joined.clear()
+        if not entry.blocks:
+            del self._families[name]
+            self._order = sorted(self._families)
+
+
+def _insert_sorted(blocks: dict[TargetKey, Block], key: TargetKey, block: Block) -> None:
+    """Keep a family's blocks in (source, target) order. A target already in
+    the family is replaced in place; only a target new to the family (rare)
+    costs a re-sort."""
+    if key in blocks or not blocks or key > next(reversed(blocks)):
+        blocks[key] = block
+        return
+    blocks[key] = block
+    ordered = sorted(blocks.items())
+    blocks.clear()
+    blocks.update(ordered)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from exporter import __version__
 from exporter.configtypes import split_listen
 from exporter.runner import TargetStatus
 from exporter.sinks.prometheus import render
+from exporter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ class AppView(Protocol):
     """What the endpoints need to know about the running app."""
 
     registry: CollectorRegistry
+    store: Store
+    clock: Callable[[], float]
 
     def statuses(self) -> list[TargetStatus]: ...
 
@@ -57,8 +61,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send_metrics(send_body)
+            return
         routes: dict[str, Callable[[], tuple[int, bytes, dict[str, str]]]] = {
-            "/metrics": self._metrics,
             "/healthz": lambda: (200, b"ok\n", {"Content-Type": "text/plain; charset=utf-8"}),
             "/readyz": self._readyz,
             "/": self._landing,
@@ -80,9 +86,17 @@ class _Handler(BaseHTTPRequestHandler):
         if send_body:
             self.wfile.write(body)
 
-    def _metrics(self) -> tuple[int, bytes, dict[str, str]]:
-        body, headers = render(self.server.app.registry, self.headers.get("Accept"), self.headers.get("Accept-Encoding"))
-        return 200, body, headers
+    def _send_metrics(self, send_body: bool) -> None:
+        app = self.server.app
+        parts, headers = render(app.store, app.registry, self.headers.get("Accept"),
+                                self.headers.get("Accept-Encoding"), app.clock)
+        self.send_response(200)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(sum(len(p) for p in parts)))
+        self.end_headers()
+        if send_body:
+            send_parts(self.connection, parts)
 
     def _readyz(self) -> tuple[int, bytes, dict[str, str]]:
         text = {"Content-Type": "text/plain; charset=utf-8"}
@@ -95,6 +109,33 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
         log.debug("%s - %s", self.address_string(), format % args)
+
+
+SMALL_PART = 64 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
+
+
+def send_parts(sock: socket.socket, parts: list[bytes]) -> None:
+    """Write the parts from this (handler) thread with blocking sends. Large
+    parts (a family's cached body) go out as they are, never copied into one
+    body; runs of small parts are joined up to a few MiB first, because one
+    syscall per tiny buffer costs more than the copy."""
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        if len(part) >= SMALL_PART:
+            if batch:
+                sock.sendall(b"".join(batch))
+                batch, size = [], 0
+            sock.sendall(part)
+            continue
+        batch.append(part)
+        size += len(part)
+        if size >= BATCH_BYTES:
+            sock.sendall(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        sock.sendall(b"".join(batch))
 
 
 def landing_page(statuses: list[TargetStatus]) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App
@@ -79,7 +78,7 @@ def poll_once(settings: Settings) -> tuple[App, bool]:
 
 
 def exposition(app: App) -> str:
-    return generate_latest(app.registry).decode()
+    return app.exposition().decode()
 
 
 def samples_of(text: str, family: str) -> dict[tuple[tuple[str, str], ...], float]:

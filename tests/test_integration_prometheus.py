@@ -142,7 +142,7 @@ def test_openmetrics_exposition_parses_strictly(exporter: ExporterProcess) -> No
     while "k6_cloud_run_checks" not in httpx.get(f"{exporter.url}/metrics").text:
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    body = httpx.get(f"{exporter.url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}).text
+    body = httpx.get(f"{exporter.url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "identity"}).text
     families = {f.name: f for f in openmetrics_families(body)}
     assert families["apimetrics_poll_errors"].type == "counter"
     assert families["k6_cloud_threshold_failed"].type == "gauge"

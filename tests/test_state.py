@@ -13,7 +13,7 @@ from exporter.simulator import Simulator
 from tests.conftest import ExporterProcess, free_port, write_config
 from tests.sources.test_bird import bird_config, expected_totals, fold
 
-OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "identity"}
 
 
 def scrape_counters(url: str) -> tuple[dict[tuple[tuple[str, str], ...], float], dict[tuple[tuple[str, str], ...], float], float]:

@@ -51,13 +51,21 @@ def test_metrics_text_openmetrics_and_gzip(running: tuple[App, str, asyncio.Abst
     plain = httpx.get(f"{url}/metrics", headers={"Accept-Encoding": "identity"})
     assert plain.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert "k6_vus" in plain.text
-    om = httpx.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    om = httpx.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0",
+                                              "Accept-Encoding": "identity"})
     assert om.headers["content-type"].startswith("application/openmetrics-text")
     assert om.text.rstrip().endswith("# EOF")
-    raw = httpx.Client().send(
-        httpx.Request("GET", f"{url}/metrics", headers={"Accept-Encoding": "gzip"}), stream=True
-    )
+    assert om.text == app.exposition("application/openmetrics-text; version=1.0.0").decode()
+
+    # A scraper's Accept: gzip members, one per pre-rendered block.
+    scraper = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}
+    raw = httpx.Client().send(httpx.Request("GET", f"{url}/metrics", headers=scraper), stream=True)
     assert raw.headers["content-encoding"] == "gzip"
-    body = gzip.decompress(b"".join(raw.iter_raw()))
-    names = {m.name for m in text_string_to_metric_families(body.decode())}
-    assert "k6_http_req_duration_seconds" in names
+    compressed = b"".join(raw.iter_raw())
+    assert compressed.count(b"\x1f\x8b\x08") > 2  # several members
+    assert gzip.decompress(compressed) == plain.content
+
+    # Anyone else (a browser, curl, httpx): one gzip member they can all read.
+    human = httpx.get(f"{url}/metrics", headers={"Accept": "text/html,*/*"})
+    assert human.headers["content-encoding"] == "gzip"
+    assert human.content == plain.content

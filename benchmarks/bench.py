@@ -1,0 +1,378 @@
+"""Benchmarks for issue #9: scrape cost, poll-path cost, scale, memory.
+
+    make bench                      # everything, prints tables
+    python benchmarks/bench.py scrape --sizes 10000 100000
+    python benchmarks/bench.py poll | scale --targets 1000 --minutes 3 | memory
+
+Figures are measured, never asserted: each target line says "met" or "MISSED
+by …". Results go in docs/performance.md with the machine and date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import gzip
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from exporter.model import Family, Kind, Sample  # noqa: E402
+from exporter.sinks.exposition import render_blocks  # noqa: E402
+from exporter.store import Store, Stored  # noqa: E402
+
+FAMILIES, TARGETS = 100, 1000
+SCRAPER_TEXT = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "identity"}
+SCRAPER_OM = {"Accept": "application/openmetrics-text;version=1.0.0", "Accept-Encoding": "identity"}
+SCRAPER_GZIP = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "gzip"}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def verdict(ok: bool, detail: str) -> str:
+    return f"met ({detail})" if ok else f"MISSED ({detail})"
+
+
+# --- synthetic store ----------------------------------------------------------------------
+
+def synthetic_samples(series: int) -> Iterator[tuple[str, list[Sample]]]:
+    """`series` gauges over 100 families and 1,000 targets, 4 labels each."""
+    families = [Family(f"bench_metric_{i:03d}_seconds", Kind.GAUGE, f"Benchmark family {i}.", "seconds")
+                for i in range(FAMILIES)]
+    per_target = max(1, series // TARGETS)
+    for t in range(TARGETS):
+        target = f"target-{t:04d}"
+        samples = []
+        for j in range(per_target):
+            family = families[j % FAMILIES]
+            labels = (("target", target), ("endpoint", f"/api/v1/resource/{j}"), ("method", "GET"),
+                      ("status", str(200 + j % 5)))
+            samples.append(Sample(family, labels, j * 0.001 + t))
+        yield target, samples
+
+
+def build_store(series: int) -> Store:
+    store = Store()
+    for target, samples in synthetic_samples(series):
+        store.put(Stored("bench", target, tuple(render_blocks(samples)), time.time(), 1e9))
+    return store
+
+
+class StockCollector(Collector):
+    """prometheus_client's stock path: build Metric objects on every collect()."""
+
+    def __init__(self, series: int) -> None:
+        self.data = list(synthetic_samples(series))
+
+    def collect(self) -> Iterator[Metric]:
+        metrics: dict[str, Metric] = {}
+        for _, samples in self.data:
+            for s in samples:
+                metric = metrics.get(s.family.name)
+                if metric is None:
+                    metric = metrics[s.family.name] = Metric(s.family.name, s.family.help, "gauge", s.family.unit)
+                metric.add_sample(s.family.name, dict(s.labels), s.value)
+        yield from metrics.values()
+
+
+class _View:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.clock = time.time
+
+    def statuses(self) -> list[object]:
+        return []
+
+    def ready(self) -> bool:
+        return True
+
+
+def raw_get(port: int, headers: dict[str, str]) -> int:
+    """GET /metrics on a raw socket and read the whole body undecoded: the
+    client side costs next to nothing, so the figure is the server's."""
+    import socket
+
+    request = "GET /metrics HTTP/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request.encode())
+        total = 0
+        while chunk := sock.recv(4 * 1024 * 1024):
+            total += len(chunk)
+    return total
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def bench_scrape(sizes: list[int], repeat: int) -> None:
+    from exporter.web import WebServer
+
+    print("\n## Scrape latency (HTTP, median / p99, ms)\n")
+    print("| series | text | OpenMetrics | gzip | stock text | stock gzip | join floor | memcpy | text vs stock | text vs join | gzip vs stock gzip |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    notes = []
+    for size in sizes:
+        store = build_store(size)
+        server = WebServer("127.0.0.1:0", _View(store))  # type: ignore[arg-type]
+        server.start()
+        results = {}
+        n = repeat if size <= 100_000 else max(3, repeat // 10)
+        for name, headers in (("text", SCRAPER_TEXT), ("om", SCRAPER_OM), ("gzip", SCRAPER_GZIP)):
+            raw_get(server.port, headers)  # warm (OpenMetrics renders lazily once)
+            results[name] = timed(lambda h=headers: raw_get(server.port, h), n)
+        server.stop()
+        parts = store.parts(openmetrics=False, compressed=False)
+        body = b"".join(parts)
+        join = timed(lambda: b"".join(parts), n)
+        memcpy = timed(lambda: bytearray(body), n)
+        stock_registry = CollectorRegistry(auto_describe=False)
+        stock_registry.register(StockCollector(size))
+        stock_n = 3 if size >= 1_000_000 else (5 if size >= 100_000 else n)
+        stock = timed(lambda: generate_latest(stock_registry), stock_n)
+        stock_gz = timed(lambda: gzip.compress(generate_latest(stock_registry)), stock_n)
+        med = {k: statistics.median(v) for k, v in results.items()}
+        ratio_text = statistics.median(stock) / med["text"]
+        ratio_join = med["text"] / statistics.median(join)
+        ratio_gz = statistics.median(stock_gz) / med["gzip"]
+        print(f"| {size:,} | {med['text']*1e3:.1f} / {p99(results['text'])*1e3:.1f} | "
+              f"{med['om']*1e3:.1f} / {p99(results['om'])*1e3:.1f} | {med['gzip']*1e3:.1f} / {p99(results['gzip'])*1e3:.1f} | "
+              f"{statistics.median(stock)*1e3:.0f} | {statistics.median(stock_gz)*1e3:.0f} | "
+              f"{statistics.median(join)*1e3:.1f} | {statistics.median(memcpy)*1e3:.1f} | "
+              f"{ratio_text:.0f}x | {ratio_join:.2f}x | {ratio_gz:.0f}x |")
+        if size == 1_000_000:
+            notes.append("1M text ≥ 50x stock: " + verdict(ratio_text >= 50, f"{ratio_text:.0f}x"))
+            notes.append("1M text within 2x of the join floor: " + verdict(ratio_join <= 2, f"{ratio_join:.2f}x"))
+            notes.append("1M gzip ≥ 500x stock gzip: " + verdict(ratio_gz >= 500, f"{ratio_gz:.0f}x"))
+        if size == 100_000:
+            worst = max(p99(results["text"]), p99(results["om"]), p99(results["gzip"]))
+            notes.append("100k p99 < 10 ms: " + verdict(worst < 0.010, f"{worst*1e3:.1f} ms"))
+        del store, stock_registry
+        gc.collect()
+    print()
+    for note in notes:
+        print(f"- {note}")
+
+
+# --- poll path ---------------------------------------------------------------------------
+
+def bench_poll(rounds: int) -> None:
+    """CPU per 1,000 samples from HTTP bodies to rendered blocks, per source,
+    against json.loads of the same bodies. The simulator runs in another
+    process so its CPU is not counted."""
+    from exporter.app import App
+    from exporter.config import Settings
+    from exporter.runner import render_off_loop
+
+    port = _free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--listen", f"127.0.0.1:{port}",
+                            "--freeze-time", str(time.time())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(f"http://127.0.0.1:{port}/_sim/requests")
+        base = f"http://127.0.0.1:{port}"
+        print("\n## Poll path (CPU ms per 1,000 samples; floor = json.loads of the same bodies)\n")
+        print("| source | samples/poll | poll+render | json.loads floor | ratio |")
+        print("|---|---:|---:|---:|---:|")
+        notes = []
+        for source_config in _poll_sources(base):
+            settings = Settings(sources=[source_config])
+            app = App(settings)
+            app.build()
+            source, target = app.targets[0]
+            bodies: list[bytes] = []
+            original = source.http.request
+
+            async def recording(*args: object, _orig=original, **kwargs: object) -> bytes:  # type: ignore[no-untyped-def]
+                body = await _orig(*args, **kwargs)
+                bodies.append(body)
+                return body
+
+            source.http.request = recording  # type: ignore[method-assign]
+
+            async def one() -> int:
+                samples = await source.poll(target)
+                await render_off_loop(tuple(samples))
+                return len(samples)
+
+            loop = asyncio.new_event_loop()
+            count = loop.run_until_complete(one())
+            cpu = 0.0
+            for _ in range(rounds):
+                bodies.clear()
+                start = time.process_time()
+                count = loop.run_until_complete(one())
+                cpu += time.process_time() - start
+            floor_start = time.process_time()
+            for _ in range(rounds):
+                for body in bodies:
+                    json.loads(body)
+            floor = time.process_time() - floor_start
+            loop.run_until_complete(source.aclose())
+            loop.close()
+            per_k = cpu / rounds / max(count, 1) * 1000 * 1000
+            floor_k = floor / rounds / max(count, 1) * 1000 * 1000
+            ratio = per_k / floor_k if floor_k else float("inf")
+            print(f"| {source.type} | {count} | {per_k:.2f} | {floor_k:.2f} | {ratio:.1f}x |")
+            notes.append(f"{source.type}: ≤ 3x json.loads: " + verdict(ratio <= 3, f"{ratio:.1f}x"))
+        print()
+        for note in notes:
+            print(f"- {note}")
+    finally:
+        sim.terminate()
+        sim.wait()
+
+
+def _poll_sources(base: str) -> list[dict[str, object]]:
+    from exporter.simulator import SIMULATOR_TOKEN
+    from exporter.sources import REGISTRY
+
+    http = {"retries": 0}
+    configs: list[dict[str, object]] = [
+        {"type": "k6_cloud", "name": "k6", "base_url": f"{base}/k6", "token": SIMULATOR_TOKEN,
+         "test_run_ids": [103056], "http": http},
+        {"type": "bird_flow_runs", "name": "bird", "base_url": f"{base}/bird", "access_key": SIMULATOR_TOKEN,
+         "workspace_id": "ws", "flow_ids": ["f1"], "period_group": "minute", "lookback": 1000, "http": http},
+    ]
+    return [c for c in configs if c["type"] in REGISTRY]
+
+
+# --- scale -------------------------------------------------------------------------------
+
+def bench_scale(targets: int, minutes: float) -> None:
+    """`targets` Bird flows polled every 60 s against a simulator process."""
+    port, listen = _free_port(), _free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--listen", f"127.0.0.1:{port}",
+                            "--freeze-time", str(time.time())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(f"http://127.0.0.1:{port}/_sim/requests")
+        from exporter.app import App
+        from exporter.config import Settings
+        from exporter.simulator import SIMULATOR_TOKEN
+
+        settings = Settings(server={"listen": f"127.0.0.1:{listen}"}, sources=[{
+            "type": "bird_flow_runs", "name": "bird", "interval": 60, "base_url": f"http://127.0.0.1:{port}/bird",
+            "access_key": SIMULATOR_TOKEN, "workspace_id": "ws", "flow_ids": [f"flow-{i}" for i in range(targets)]}])
+        lags: list[float] = []
+
+        async def scenario() -> tuple[float, float]:
+            from apscheduler.events import EVENT_JOB_SUBMITTED
+
+            app = App(settings)
+            await app.start()
+            assert app._scheduler is not None
+            app._scheduler._scheduler.add_listener(  # noqa: SLF001 - benchmark instrumentation
+                lambda e: lags.extend(time.time() - t.timestamp() for t in e.scheduled_run_times),
+                EVENT_JOB_SUBMITTED)
+            await asyncio.sleep(10)  # the jittered first polls
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            await asyncio.sleep(minutes * 60)
+            cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+            await app.stop()
+            return cpu, wall
+
+        cpu, wall = asyncio.run(scenario())
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        share = cpu / wall
+        print(f"\n## Scale: {targets} targets every 60 s for {minutes:g} min\n")
+        print(f"- exporter CPU: {share*100:.1f}% of one core (target < 10%): " + verdict(share < 0.10, f"{share*100:.1f}%"))
+        print(f"- peak RSS: {peak/2**20:.0f} MiB")
+        if lags:
+            print(f"- scheduling lag p50 {statistics.median(lags)*1e3:.0f} ms, p99 {p99(lags)*1e3:.0f} ms over {len(lags)} polls: "
+                  + verdict(p99(lags) < 1.0, f"p99 {p99(lags)*1e3:.0f} ms"))
+    finally:
+        sim.terminate()
+        sim.wait()
+
+
+# --- memory ------------------------------------------------------------------------------
+
+def bench_memory(series: int) -> None:
+    gc.collect()
+    before = rss_bytes()
+    store = build_store(series)
+    # Scrape once in each format so the joined per-family caches count too.
+    rendered = sum(len(p) for p in store.parts(False, False))
+    gz = sum(len(p) for p in store.parts(False, True))
+    store.parts(True, False)
+    store.parts(True, True)
+    gc.collect()
+    after = rss_bytes()
+    per = (after - before) / series
+    print(f"\n## Memory at {series:,} series\n")
+    print(f"- RSS delta per series, all four formats scraped once: {per:.0f} bytes "
+          f"(text {rendered/series:.0f} B, gzip {gz/series:.0f} B per series): "
+          + verdict(per < 450, f"{per:.0f} B"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(url: str) -> None:
+    for _ in range(100):
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("simulator did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="*", default=["memory", "scrape", "poll", "scale"])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--repeat", type=int, default=50)
+    parser.add_argument("--targets", type=int, default=1000)
+    parser.add_argument("--minutes", type=float, default=3.0)
+    args = parser.parse_args()
+    print(f"# api-metrics-exporter benchmarks — {platform.node()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}")
+    if "memory" in args.what:
+        bench_memory(max(args.sizes))
+    if "scrape" in args.what:
+        bench_scrape(args.sizes, args.repeat)
+    if "poll" in args.what:
+        bench_poll(rounds=5)
+    if "scale" in args.what:
+        bench_scale(args.targets, args.minutes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Pre-rendered exposition blocks: render at poll time, join at scrape time.
+
+The data only changes when a poll finishes, yet every scrape (two Prometheus
+replicas, humans) would otherwise re-render every series. So each target's
+samples are rendered once per poll into one `Block` per metric family: the
+text-format lines, and a gzip member of them. OpenMetrics lines are rendered
+on the first OpenMetrics scrape and cached in the block (for gauges they are
+the text lines themselves). A scrape joins headers and blocks; a gzip scrape
+concatenates gzip members, which RFC 1952 makes one valid gzip stream.
+
+Output is byte-for-byte what prometheus_client's `generate_latest` (text) and
+`openmetrics.exposition.generate_latest` produce for the same families, labels
+sorted by name, in the order samples are given (tests/sinks/test_exposition.py
+checks this property). Vendor timestamps are not written: Prometheus rejects
+samples older than its head block.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client.utils import floatToGoString
+
+from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
+
+GZIP_LEVEL = 3  # 1-6: level 3 is ~2x faster than 6 and a few % larger on exposition text
+
+
+def escape_label_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+def _help_text(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _help_openmetrics(text: str) -> str:
+    return _help_text(text).replace('"', '\\"')
+
+
+def label_string(pairs: list[tuple[str, str]]) -> str:
+    """`{a="1",b="2"}` with names sorted, as prometheus_client writes them."""
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(pairs)) + "}"
+
+
+def _bound(value: float) -> str:
+    return floatToGoString(value)
+
+
+def header_text(family: Family) -> bytes:
+    name = family.exposed_name
+    return f"# HELP {name} {_help_text(family.help)}\n# TYPE {name} {family.kind.value}\n".encode()
+
+
+def header_openmetrics(family: Family) -> bytes:
+    text = f"# HELP {family.name} {_help_openmetrics(family.help)}\n# TYPE {family.name} {family.kind.value}\n"
+    if family.unit:
+        text += f"# UNIT {family.name} {family.unit}\n"
+    return text.encode()
+
+
+def gzip_member(data: bytes) -> bytes:
+    # mtime=0: identical input gives identical bytes, whatever the time.
+    return gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0)
+
+
+def sample_lines(samples: list[Sample], openmetrics: bool) -> str:
+    """The lines of one family's samples (no header)."""
+    out: list[str] = []
+    append = out.append
+    for sample in samples:
+        name = sample.family.name
+        kind = sample.family.kind
+        labels = list(sample.labels)
+        value = sample.value
+        if kind is Kind.GAUGE:
+            append(f"{name}{label_string(labels)} {floatToGoString(value)}\n")
+            continue
+        plain = label_string(labels)
+        if kind is Kind.COUNTER:
+            append(f"{name}_total{plain} {floatToGoString(value)}\n")
+        elif kind is Kind.HISTOGRAM:
+            assert isinstance(value, HistogramValue)
+            for bound, count in value.buckets:
+                append(f"{name}_bucket{label_string([*labels, ('le', _bound(bound))])} {floatToGoString(count)}\n")
+            append(f"{name}_count{plain} {floatToGoString(value.count)}\n")
+            if value.sum is not None:
+                append(f"{name}_sum{plain} {floatToGoString(value.sum)}\n")
+        else:
+            assert isinstance(value, SummaryValue)
+            for quantile, number in value.quantiles:
+                append(f"{name}{label_string([*labels, ('quantile', _bound(quantile))])} {floatToGoString(number)}\n")
+            if value.count is not None:
+                append(f"{name}_count{plain} {floatToGoString(value.count)}\n")
+            if value.sum is not None:
+                append(f"{name}_sum{plain} {floatToGoString(value.sum)}\n")
+        if openmetrics and sample.created is not None:
+            append(f"{name}_created{plain} {floatToGoString(sample.created)}\n")
+    return "".join(out)
+
+
+@dataclass(eq=False)
+class Block:
+    """One family's lines from one target, in both formats and gzip."""
+
+    family: Family
+    series: int
+    text: bytes
+    text_gzip: bytes
+    # Kept only where OpenMetrics differs from text (`_created` lines) and
+    # until the OpenMetrics form has been rendered once.
+    _samples: list[Sample] | None = field(default=None, repr=False)
+    _openmetrics: bytes | None = field(default=None, repr=False)
+    _openmetrics_gzip: bytes | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def openmetrics(self) -> bytes:
+        if self._openmetrics is None:
+            self._render_openmetrics()
+        assert self._openmetrics is not None
+        return self._openmetrics
+
+    def openmetrics_gzip(self) -> bytes:
+        if self._openmetrics_gzip is None:
+            self._render_openmetrics()
+        assert self._openmetrics_gzip is not None
+        return self._openmetrics_gzip
+
+    def _render_openmetrics(self) -> None:
+        with self._lock:  # two concurrent scrapes render it once
+            if self._openmetrics is not None:
+                return
+            if self._samples is None:
+                self._openmetrics_gzip = self.text_gzip
+                self._openmetrics = self.text
+                return
+            data = sample_lines(self._samples, openmetrics=True).encode()
+            self._openmetrics_gzip = gzip_member(data)
+            self._openmetrics = data
+            self._samples = None
+
+
+def render_blocks(samples: tuple[Sample, ...] | list[Sample]) -> list[Block]:
+    """Group a target's samples by family (first appearance order) and render."""
+    groups: dict[str, list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault(sample.family.name, []).append(sample)
+    blocks = []
+    for group in groups.values():
+        family = group[0].family
+        text = sample_lines(group, openmetrics=False).encode()
+        needs_openmetrics = family.kind is not Kind.GAUGE and any(s.created is not None for s in group)
+        blocks.append(Block(family, len(group), text, gzip_member(text), group if needs_openmetrics else None))
+    return blocks
+
+
+_EOF = b"# EOF\n"
+EOF_LINE = _EOF
+EOF_MEMBER = gzip_member(_EOF)
