@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
@@ -17,13 +18,16 @@ from exporter.runner import Runner, TargetStatus
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import SelfMetrics
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
-from exporter.sinks.prometheus import StoreCollector
+from exporter.sinks.prometheus import exposition
 from exporter.errors import PollError
 from exporter.ledgers import Ledgers
 from exporter.sources import REGISTRY, Source, Target
 from exporter.sources.base import SourceContext
-from exporter.store import Snapshot, Store
+from exporter.store import Store, Stored
 from exporter.web import WebServer
+
+if TYPE_CHECKING:
+    from exporter.sinks.otlp import OtlpSink
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +36,21 @@ class App:
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
+        # The registry holds the exporter's own metrics; vendor series are
+        # pre-rendered in the store (see sinks/prometheus.py).
         self.registry = CollectorRegistry(auto_describe=False)
         self.store = Store(on_expire=self._expired)
-        # Registered before the self-metrics: collecting the store expires stale
-        # snapshots, and the expiry counters must show in the same scrape.
-        self.registry.register(StoreCollector(self.store, clock))
         self.metrics = SelfMetrics(self.registry)
         self.ledgers = Ledgers(settings.state.dir, clock)
         self.registry.register(self.ledgers)
         self.runner = Runner(self.store, self.metrics, self.ledgers, clock)
+        # OTLP push: the sink gets every new snapshot from the runner.
+        self.otlp: OtlpSink | None = None
+        if settings.otlp.enabled:
+            from exporter.sinks.otlp import OtlpSink, instance_id  # grpc and the OTel SDK load only when used
+
+            self.otlp = OtlpSink(settings.otlp, self.metrics, instance_id(settings.server.listen))
+            self.runner.listeners.append(self.otlp.on_snapshot)
         self.simulator: Simulator | None = None
         self.sources: list[Source] = []
         self.targets: list[tuple[Source, Target]] = []
@@ -64,6 +74,8 @@ class App:
 
     async def start(self) -> None:
         self.build()
+        if self.otlp is not None:
+            self.otlp.start()
         self.web = WebServer(self.settings.server.listen, self)
         self.web.start()
         log.info("serving /metrics on %s (port %d)", self.settings.server.listen, self.web.port)
@@ -81,6 +93,8 @@ class App:
     async def stop(self) -> None:
         if self._scheduler is not None:
             self._scheduler.shutdown()
+        if self.otlp is not None:  # flush within otlp.shutdown_grace, /metrics still served meanwhile
+            await self.otlp.stop()
         if self.web is not None:
             self.web.stop()
         for source in self.sources:
@@ -182,7 +196,10 @@ class App:
         source, _, target = job_id.partition("/")
         self.runner.overrun(source, target)
 
-    def _expired(self, snapshot: Snapshot) -> None:
+    def exposition(self, accept: str = "text/plain") -> bytes:
+        return exposition(self.store, self.registry, accept, self.clock)
+
+    def _expired(self, snapshot: Stored) -> None:
         self.metrics.snapshots_expired.labels(snapshot.source, snapshot.target).inc()
         self.metrics.target_series.labels(snapshot.source, snapshot.target).set(0)
         log.warning("dropped the snapshot of %s/%s: no successful poll for %.0fs (max_staleness)",

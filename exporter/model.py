@@ -69,6 +69,10 @@ class Sample:
     value: Value
     timestamp: float | None = None
     created: float | None = None
+    # Earlier new points of this series since the last poll, `(time, value)`
+    # oldest first (a Pluto run's every new step). /metrics shows only the
+    # newest value; the OTLP sink pushes each of these as its own point.
+    history: tuple[tuple[float, float], ...] = ()
 
 
 def labels(**pairs: str) -> Labels:

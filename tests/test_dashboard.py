@@ -194,7 +194,8 @@ def test_dashboard_basics():
 def test_rows():
     dashboard = load_dashboard()
     rows = [p["title"] for p in dashboard["panels"] if p["type"] == "row"]
-    assert rows == ["Exporter health", "k6 Cloud"]
+    assert rows == ["Exporter health", "k6 Cloud", "OTLP push", "Bird flow runs", "WhatsApp Flows",
+                    "Pluto training runs", "Flux"]
 
 
 def test_every_panel_uses_the_datasource_variable():
@@ -216,9 +217,11 @@ def test_source_filter_only_on_families_with_a_source_label():
     for title, expr in panel_exprs(load_dashboard()):
         for m in re.finditer(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?", strip_promql_keep_matchers(expr)):
             name, matchers = m.group(1), m.group(2) or ""
-            if name.startswith("apimetrics_"):
+            if name.startswith("apimetrics_otlp_"):
+                assert "source" not in matchers, f"{title}: {name} is per process, it has no source label"
+            elif name.startswith("apimetrics_"):
                 assert 'source=~"$source"' in matchers, f"{title}: {name} not filtered by $source"
-            elif name.startswith("k6_"):
+            elif name.startswith(("k6_", "bird_", "whatsapp_", "pluto_", "flux_")):
                 assert "source" not in matchers, f"{title}: {name} has no source label"
 
 
@@ -265,16 +268,17 @@ def test_queries_parse_with_promtool(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+OTLP_ON = '\n[otlp]\nenabled = true\nendpoint = "http://127.0.0.1:9"\nprotocol = "http/protobuf"\n'
+
+
 @pytest.mark.integration
 def test_queries_select_series_the_exporter_exposes(tmp_path):
     """`once` against the built-in simulator: every metric and legend label the panels use exists."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    # The shipped demo config (every source), plus OTLP on so its self-metrics exist.
     config = tmp_path / "exporter.toml"
-    config.write_text(
-        '[simulator]\nenabled = true\n\n[[sources]]\ntype = "k6_cloud"\nname = "k6-demo"\n'
-        'interval = "60s"\ntest_run_ids = [103054]\n'
-    )
+    config.write_text((REPO / "exporter.toml").read_text() + OTLP_ON)
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APIMETRICS_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     result = subprocess.run([sys.executable, "-m", "exporter", "once", "--config", str(config)],
