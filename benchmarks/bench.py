@@ -21,7 +21,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,7 +178,6 @@ def bench_scrape(sizes: list[int], repeat: int) -> None:
         if size == 100_000:
             worst = max(p99(results["text"]), p99(results["om"]), p99(results["gzip"]))
             notes.append("100k p99 < 10 ms: " + verdict(worst < 0.010, f"{worst*1e3:.1f} ms"))
-        del store, stock_registry
         gc.collect()
     print()
     for note in notes:

@@ -77,6 +77,32 @@ def poll_once(settings: Settings) -> tuple[App, bool]:
     return app, asyncio.run(go())
 
 
+class SimHarness:
+    """An app on the simulator's clock whose targets are polled on demand."""
+
+    def __init__(self, sim: Simulator, tmp_path: Path, text: str) -> None:
+        self.sim = sim
+        self.app = App(settings_from(tmp_path, text), clock=sim.now)
+        self.loop = asyncio.new_event_loop()
+        self.app.build()
+
+    def poll(self) -> bool:
+        """Discover, then poll every target once."""
+        return self.loop.run_until_complete(self.app.poll_all())
+
+    def poll_target(self, target_id: str) -> bool:
+        source, target = next((s, t) for s, t in self.app.targets if t.id == target_id)
+        return self.loop.run_until_complete(self.app.runner.poll(source, target))
+
+    def text(self) -> str:
+        return exposition(self.app)
+
+    def close(self) -> None:
+        for source in self.app.sources:
+            self.loop.run_until_complete(source.aclose())
+        self.loop.close()
+
+
 def exposition(app: App) -> str:
     return app.exposition().decode()
 

@@ -7,7 +7,6 @@ add them up. That is the ledger's promise, stated independently.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from pathlib import Path
@@ -16,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.app import App
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 from exporter.timeparse import parse_timestamp
-from tests.conftest import exposition, samples_of, settings_from
+from tests.conftest import SimHarness, exposition, samples_of
 
 FLOWS = ["flow-a", "flow-b"]
 
@@ -39,22 +37,7 @@ def bird_config(sim: Simulator, extra: str = "", state: str = "") -> str:
     """
 
 
-class Harness:
-    """An app whose clock is the simulator's, polled on demand."""
-
-    def __init__(self, sim: Simulator, tmp_path: Path, text: str) -> None:
-        self.sim = sim
-        self.app = App(settings_from(tmp_path, text), clock=sim.now)
-        self.loop = asyncio.new_event_loop()
-        self.app.build()
-
-    def poll(self) -> bool:
-        return self.loop.run_until_complete(self.app.poll_all())
-
-    def close(self) -> None:
-        for source in self.app.sources:
-            self.loop.run_until_complete(source.aclose())
-        self.loop.close()
+Harness = SimHarness
 
 
 @pytest.fixture

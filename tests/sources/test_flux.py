@@ -8,7 +8,6 @@ answers by the rules of the docs, independently of the source's code.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from pathlib import Path
@@ -17,12 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.app import App
 from exporter.config import ConfigError
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.flux import FakeMetric, FluxFake
 from exporter.timeparse import parse_timestamp
-from tests.conftest import exposition, samples_of, settings_from
+from tests.conftest import SimHarness, samples_of, settings_from
 
 REPLAY_KEY = "replay-key"
 EXPORTER_AUTH = f"Bearer {SIMULATOR_TOKEN}"
@@ -55,25 +53,7 @@ def flux_config(sim: Simulator, extra: str = "", name: str = "flux", key: str = 
     """
 
 
-class Harness:
-    """An app whose clock is the simulator's, polled on demand."""
-
-    def __init__(self, sim: Simulator, tmp_path: Path, text: str) -> None:
-        self.sim = sim
-        self.app = App(settings_from(tmp_path, text), clock=sim.now)
-        self.loop = asyncio.new_event_loop()
-        self.app.build()
-
-    def poll(self) -> bool:
-        return self.loop.run_until_complete(self.app.poll_all())
-
-    def text(self) -> str:
-        return exposition(self.app)
-
-    def close(self) -> None:
-        for source in self.app.sources:
-            self.loop.run_until_complete(source.aclose())
-        self.loop.close()
+Harness = SimHarness
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ the exporter must show.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import re
@@ -20,13 +19,12 @@ from typing import Any
 import httpx
 import pytest
 
-from exporter.app import App
 from exporter.config import ConfigError
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.pluto import PROJECT, PlutoFake
 from exporter.sources.base import Target
 from exporter.sources.pluto import PlutoSource, classify_error
-from tests.conftest import exposition, samples_of, settings_from
+from tests.conftest import SimHarness, exposition, samples_of, settings_from
 
 VALUE, STEP, TIME = "pluto_run_metric_value", "pluto_run_metric_step", "pluto_run_metric_timestamp_seconds"
 NONFINITE = "pluto_run_metric_nonfinite_points_total"
@@ -137,34 +135,22 @@ def pluto_config(sim: Simulator, runs: list[int] | None, *extra: str, key: str =
     """
 
 
-class Harness:
-    """An app on the simulator's clock whose targets are polled on demand."""
+class Harness(SimHarness):
+    """The shared harness, polling one run at a time."""
 
     def __init__(self, sim: Simulator, tmp_path: Path, text: str) -> None:
-        self.sim = sim
-        self.app = App(settings_from(tmp_path, text), clock=sim.now)
-        self.loop = asyncio.new_event_loop()
-        self.app.build()
+        super().__init__(sim, tmp_path, text)
         self.source = self.app.sources[0]
         assert isinstance(self.source, PlutoSource)
 
-    def poll(self, run: int) -> bool:
-        target = next(t for s, t in self.app.targets if t.id == str(run))
-        return self.loop.run_until_complete(self.app.runner.poll(self.source, target))
+    def poll(self, run: int) -> bool:  # type: ignore[override]
+        return self.poll_target(str(run))
 
     def discover(self) -> bool:
         return self.loop.run_until_complete(self.app.discover(self.source))
 
     def target_ids(self) -> set[str]:
         return {t.id for _, t in self.app.targets}
-
-    def text(self) -> str:
-        return exposition(self.app)
-
-    def close(self) -> None:
-        for source in self.app.sources:
-            self.loop.run_until_complete(source.aclose())
-        self.loop.close()
 
 
 @pytest.fixture
