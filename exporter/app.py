@@ -21,6 +21,7 @@ from exporter.simulator import SIMULATOR_TOKEN, Simulator
 from exporter.sinks.prometheus import exposition
 from exporter.errors import PollError
 from exporter.ledgers import Ledgers
+from exporter.limits import shard_of
 from exporter.sources import REGISTRY, Source, Target
 from exporter.sources.base import SourceContext
 from exporter.store import Store, Stored
@@ -43,7 +44,9 @@ class App:
         self.metrics = SelfMetrics(self.registry)
         self.ledgers = Ledgers(settings.state.dir, clock)
         self.registry.register(self.ledgers)
-        self.runner = Runner(self.store, self.metrics, self.ledgers, clock)
+        self.runner = Runner(self.store, self.metrics, self.ledgers, clock, settings.limits)
+        self.shard = settings.sharding.resolved_index()
+        self.metrics.shard_info.labels(str(self.shard), str(settings.sharding.total)).set(1)
         # OTLP push: the sink gets every new snapshot from the runner.
         self.otlp: OtlpSink | None = None
         if settings.otlp.enabled:
@@ -126,6 +129,8 @@ class App:
         for target_id in known.keys() - wanted.keys():
             self._remove_target(source, known[target_id])
         for target_id in wanted.keys() - known.keys():
+            if not self.owns(source, wanted[target_id]):
+                continue
             self._add_target(source, wanted[target_id])
             if self._scheduler is not None and self._scheduler.running:
                 self._schedule(source, wanted[target_id])
@@ -165,7 +170,13 @@ class App:
         context = SourceContext(http=http, clock=self.clock, ledgers=self.ledgers, report=self.runner.report)
         return cls(config, context)
 
+    def owns(self, source: Source, target: Target) -> bool:
+        """Whether this replica's shard polls the target."""
+        return shard_of(source.name, target.id, self.settings.sharding.total) == self.shard
+
     def _add_target(self, source: Source, target: Target) -> None:
+        if not self.owns(source, target):
+            return
         self.runner.add(source, target)
         self.targets.append((source, target))
 

@@ -26,6 +26,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from exporter.configtypes import ListenAddress, SecretFileError, SourceConfigBase, StrictModel
+from exporter.limits import LimitsConfig, ShardingConfig
 from exporter.otlpconfig import OtlpConfig
 from exporter.sources import REGISTRY
 
@@ -80,6 +81,8 @@ class Settings(BaseSettings):
     simulator: SimulatorConfig = SimulatorConfig()
     state: StateConfig = StateConfig()
     otlp: OtlpConfig = OtlpConfig()
+    limits: LimitsConfig = LimitsConfig()
+    sharding: ShardingConfig = ShardingConfig()
     sources: list[SourceConfig] = Field(default_factory=list)  # type: ignore[valid-type]
 
     @classmethod
@@ -229,6 +232,10 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 def semantic_problems(settings: Settings) -> list[tuple[str, str]]:
     """Checks that span several keys."""
     problems: list[tuple[str, str]] = []
+    try:
+        settings.sharding.resolved_index()
+    except ValueError as exc:
+        problems.append(("sharding.index", str(exc)))
     seen: dict[str, int] = {}
     for index, source in enumerate(settings.sources):
         where = f"sources[{index}]"

@@ -154,6 +154,8 @@ class SourceConfigBase(WithSecrets):
     timeout: Duration | None = None
     max_staleness: Duration | None = None
     base_url: str | None = None
+    # Series one target may export; past it new series are dropped and counted.
+    max_series: int = Field(default=10_000, ge=1)
     http: HttpConfig = HttpConfig()
 
     @property

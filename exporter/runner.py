@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from exporter.errors import PollError
 from exporter.ledgers import Ledgers
+from exporter.limits import LimitsConfig, SeriesBudget, truncate_labels
 from exporter.model import Family, Sample
 from exporter.selfmetrics import SelfMetrics
 from exporter.sources.base import Source, Target
@@ -57,11 +58,18 @@ class TargetStatus:
 
 class Runner:
     def __init__(
-        self, store: Store, metrics: SelfMetrics, ledgers: Ledgers, clock: Callable[[], float] = time.time
+        self,
+        store: Store,
+        metrics: SelfMetrics,
+        ledgers: Ledgers,
+        clock: Callable[[], float] = time.time,
+        limits: LimitsConfig | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.ledgers = ledgers
+        self.limits = limits or LimitsConfig()
+        self.budget = SeriesBudget(self.limits.max_series)
         self.clock = clock
         self.status: dict[tuple[str, str], TargetStatus] = {}
         # Called with every new snapshot, after it is stored (the OTLP sink
@@ -74,6 +82,7 @@ class Runner:
 
     def remove(self, source: str, target: str) -> None:
         self.status.pop((source, target), None)
+        self.budget.forget((source, target))
         self.store.drop(source, target)
         self.metrics.remove_target(source, target)
 
@@ -103,7 +112,7 @@ class Runner:
                           extra={"source": source.name, "target": target.id})
             self._failed(status, "internal", f"{type(exc).__name__}: {exc}", logged=True)
         else:
-            unique = deduplicate(samples, f"{source.name}/{target.id}")
+            unique = self._bounded(source, target, samples)
             blocks = await render_off_loop(unique)
             self._succeeded(status, source, unique, blocks)
             return True
@@ -112,6 +121,24 @@ class Runner:
             status.polls += 1
             self.metrics.poll_duration.labels(source.name, target.id).observe(time.monotonic() - started)
         return False
+
+    def _bounded(self, source: Source, target: Target, samples: list[Sample]) -> tuple[Sample, ...]:
+        """Samples within the label-length and series caps; what was cut is
+        counted and logged once per poll."""
+        where = f"{source.name}/{target.id}"
+        samples, cut = truncate_labels(samples, self.limits.max_label_bytes)
+        if cut:
+            self.metrics.labels_truncated.labels(source.name, target.id).inc(cut)
+            log.warning("%s: %d label value(s) longer than %d bytes were truncated", where, cut,
+                        self.limits.max_label_bytes, extra={"source": source.name, "target": target.id})
+        kept, dropped = self.budget.admit((source.name, target.id), deduplicate(samples, where),
+                                          source.config.max_series)
+        if dropped:
+            self.metrics.series_dropped.labels(source.name, target.id).inc(dropped)
+            log.warning("%s: %d new series dropped: max_series reached (target %d, all targets %d)", where,
+                        dropped, source.config.max_series, self.limits.max_series,
+                        extra={"source": source.name, "target": target.id})
+        return kept
 
     def report(self, source: str, target: str, error: PollError) -> None:
         """A partial problem: part of a target's data could not be read (one

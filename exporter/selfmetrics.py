@@ -99,6 +99,18 @@ class SelfMetrics:
             "apimetrics_otlp_queue_points", "Points waiting in the OTLP sink's queue, the batch being sent included.",
             registry=registry,
         )
+        self.series_dropped = Counter(
+            "apimetrics_series_dropped",
+            "New series a target could not add because a max_series cap was reached.",
+            TARGET, registry=registry,
+        )
+        self.labels_truncated = Counter(
+            "apimetrics_label_values_truncated",
+            "Label values cut to [limits] max_label_bytes.", TARGET, registry=registry,
+        )
+        self.shard_info = Gauge(
+            "apimetrics_shard_info", "This replica's shard; always 1.", ("index", "total"), registry=registry,
+        )
 
     def add_otlp(self) -> None:
         """Create the OTLP sink's series at zero."""
@@ -114,6 +126,8 @@ class SelfMetrics:
         self.poll_duration.labels(source, target)
         self.poll_overruns.labels(source, target)
         self.snapshots_expired.labels(source, target)
+        self.series_dropped.labels(source, target)
+        self.labels_truncated.labels(source, target)
         self._reasons[(source, target)] = tuple(dict.fromkeys((*BASE_REASONS, *reasons)))
         for reason in self._reasons[(source, target)]:
             self.poll_errors.labels(source, target, reason)
@@ -126,7 +140,7 @@ class SelfMetrics:
 
     def remove_target(self, source: str, target: str) -> None:
         for metric in (self.target_up, self.target_series, self.poll_duration, self.poll_overruns,
-                       self.snapshots_expired, self.last_success):
+                       self.snapshots_expired, self.last_success, self.series_dropped, self.labels_truncated):
             try:
                 metric.remove(source, target)
             except KeyError:
