@@ -79,7 +79,8 @@ class App:
         self.build()
         if self.otlp is not None:
             self.otlp.start()
-        self.web = WebServer(self.settings.server.listen, self)
+        server = self.settings.server
+        self.web = WebServer(server.listen, self, tls=server.tls, basic_auth=server.basic_auth)
         self.web.start()
         log.info("serving /metrics on %s (port %d)", self.settings.server.listen, self.web.port)
         self._scheduler = Scheduler(on_overrun=self._overrun)

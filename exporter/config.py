@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from exporter.configtypes import ListenAddress, SecretFileError, SourceConfigBase, StrictModel
 from exporter.limits import LimitsConfig, ShardingConfig
 from exporter.otlpconfig import OtlpConfig
+from exporter.webauth import BasicAuthConfig, TlsConfig
 from exporter.sources import REGISTRY
 
 ENV_PREFIX = "APIMETRICS_"
@@ -48,6 +49,8 @@ class ConfigError(Exception):
 
 class ServerConfig(StrictModel):
     listen: ListenAddress = "0.0.0.0:9687"
+    tls: TlsConfig | None = None
+    basic_auth: BasicAuthConfig | None = None
 
 
 class SimulatorConfig(StrictModel):

@@ -9,12 +9,13 @@ from __future__ import annotations
 import html
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -23,6 +24,7 @@ from exporter.configtypes import split_listen
 from exporter.runner import TargetStatus
 from exporter.sinks.prometheus import render
 from exporter.store import Store
+from exporter.webauth import BasicAuth, BasicAuthConfig, TlsConfig, TlsContext
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,16 @@ class AppView(Protocol):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    tls: TlsContext | None = None
+    auth: BasicAuth | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # The handshake runs in the handler thread (setup), never here in
+            # the accept loop, so a slow client cannot stall other scrapes.
+            sock = self.tls.current().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
 
     def handle_error(self, request: object, client_address: object) -> None:
         # A client that hung up (a timed-out poll, a cancelled scrape) is routine.
@@ -53,6 +65,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = f"api-metrics-exporter/{__version__}"
 
+    def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()
+            self.request.settimeout(None)
+        super().setup()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         self._dispatch(send_body=True)
 
@@ -61,6 +80,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
+        auth = self.server.auth
+        if auth is not None and auth.required(path) and not auth.check(self.headers.get("Authorization")):
+            body = b"unauthorized\n"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="api-metrics-exporter"')
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if send_body:
+                self.wfile.write(body)
+            return
         if path == "/metrics":
             self._send_metrics(send_body)
             return
@@ -172,10 +202,14 @@ def _when(moment: float | None) -> str:
 
 
 class WebServer:
-    def __init__(self, listen: str, app: AppView) -> None:
+    def __init__(
+        self, listen: str, app: AppView, tls: TlsConfig | None = None, basic_auth: BasicAuthConfig | None = None
+    ) -> None:
         host, port = split_listen(listen)
         self._server = _Server((host, port), _Handler)
         self._server.app = app
+        self._server.tls = TlsContext(tls) if tls is not None else None
+        self._server.auth = BasicAuth(basic_auth) if basic_auth is not None else None
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http", daemon=True)
 
     @property
