@@ -34,8 +34,12 @@ log = logging.getLogger(__name__)
 
 
 class App:
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], float] = time.time, config_path: str | None = None
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.clock = clock
         # The registry holds the exporter's own metrics; vendor series are
         # pre-rendered in the store (see sinks/prometheus.py).
@@ -76,23 +80,77 @@ class App:
         log.info("%d source(s), %d target(s) configured", len(self.sources), len(self.targets))
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.build()
         if self.otlp is not None:
             self.otlp.start()
         server = self.settings.server
-        self.web = WebServer(server.listen, self, tls=server.tls, basic_auth=server.basic_auth)
+        self.web = WebServer(server.listen, self, tls=server.tls, basic_auth=server.basic_auth,
+                             lifecycle=server.enable_lifecycle)
         self.web.start()
         log.info("serving /metrics on %s (port %d)", self.settings.server.listen, self.web.port)
         self._scheduler = Scheduler(on_overrun=self._overrun)
         for source in self.sources:
-            await self.discover(source)
-        for source, target in self.targets:
-            self._schedule(source, target)
-        for source in self.sources:
-            if source.discovers:
-                self._scheduler.add(f"{source.name}/(discovery)", source.config.interval, self._discovery_job(source),
-                                    first_delay=source.config.interval)
+            await self._start_source(source)
         self._scheduler.start()
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_timestamp.set(self.clock())
+
+    async def _start_source(self, source: Source) -> None:
+        assert self._scheduler is not None
+        await self.discover(source)
+        for owner, target in self.targets:
+            if owner is source:
+                self._schedule(source, target)
+        if source.discovers:
+            self._scheduler.add(f"{source.name}/(discovery)", source.config.interval, self._discovery_job(source),
+                                first_delay=source.config.interval)
+
+    async def reload(self) -> str | None:
+        """Re-read the config file; apply it if valid. Sources whose config is
+        unchanged keep their targets, snapshots, counters and schedule; removed
+        ones disappear; new or changed ones start. Returns the error, or None."""
+        from exporter.config import ConfigError, load_settings
+
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            self.metrics.reload_success.set(0)
+            log.error("config reload failed, the previous config keeps running: %s", exc)
+            return str(exc)
+        fixed = [key for key in ("server", "simulator", "state", "otlp", "limits", "sharding")
+                 if getattr(new, key) != getattr(self.settings, key)]
+        if fixed:
+            log.warning("config reload: changes to %s take effect only after a restart", ", ".join(fixed))
+        old = {source.name: source for source in self.sources}
+        wanted = {config.name: config for config in new.sources}
+        for name, source in old.items():
+            if name not in wanted or wanted[name] != source.config_as_loaded:
+                for owner, target in [(s, t) for s, t in self.targets if s is source]:
+                    self._remove_target(owner, target)
+                if self._scheduler is not None:
+                    self._scheduler.remove(f"{name}/(discovery)")
+                self.sources.remove(source)
+                await source.aclose()
+        self.settings = new.model_copy(update={key: getattr(self.settings, key) for key in fixed})
+        for name, config in wanted.items():
+            if name in old and old[name] in self.sources:
+                continue
+            source = self._make_source(config)
+            self.sources.append(source)
+            for target in source.targets():
+                self._add_target(source, target)
+            if self._scheduler is not None:
+                await self._start_source(source)
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_timestamp.set(self.clock())
+        log.info("config reloaded: %d source(s), %d target(s)", len(self.sources), len(self.targets))
+        return None
+
+    def reload_from_thread(self, timeout: float = 60.0) -> str | None:
+        """For the HTTP thread (`POST /-/reload`): run reload() on the event loop."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self.reload(), self.loop).result(timeout)
 
     async def stop(self) -> None:
         if self._scheduler is not None:
@@ -169,7 +227,11 @@ class App:
             on_retry=lambda reason: self.metrics.http_retries.labels(config.name, reason).inc(),
         )
         context = SourceContext(http=http, clock=self.clock, ledgers=self.ledgers, report=self.runner.report)
-        return cls(config, context)
+        source = cls(config, context)
+        # Sources may refine their config (Flux derives timeouts); reload
+        # compares against what was loaded.
+        source.config_as_loaded = config
+        return source
 
     def owns(self, source: Source, target: Target) -> bool:
         """Whether this replica's shard polls the target."""

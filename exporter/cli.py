@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if command == "once":
         return asyncio.run(once(settings))
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, args.config))
 
 
 def targets_table(settings: Settings) -> str:
@@ -101,14 +101,22 @@ async def once(settings: Settings) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, config_path: str | None = None) -> int:
     from exporter.app import App
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = App(settings)
+    app = App(settings, config_path=config_path)
+    reloads: set[asyncio.Task[str | None]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(app.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await app.start()
     try:
         await stop.wait()

@@ -51,6 +51,8 @@ class ServerConfig(StrictModel):
     listen: ListenAddress = "0.0.0.0:9687"
     tls: TlsConfig | None = None
     basic_auth: BasicAuthConfig | None = None
+    # POST /-/reload, like Prometheus' --web.enable-lifecycle.
+    enable_lifecycle: bool = False
 
 
 class SimulatorConfig(StrictModel):

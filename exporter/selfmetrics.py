@@ -108,6 +108,13 @@ class SelfMetrics:
             "apimetrics_label_values_truncated",
             "Label values cut to [limits] max_label_bytes.", TARGET, registry=registry,
         )
+        self.reload_success = Gauge(
+            "apimetrics_config_last_reload_successful", "1 if the last config (re)load succeeded.", registry=registry,
+        )
+        self.reload_timestamp = Gauge(
+            "apimetrics_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config (re)load.", registry=registry,
+        )
         self.shard_info = Gauge(
             "apimetrics_shard_info", "This replica's shard; always 1.", ("index", "total"), registry=registry,
         )

@@ -40,12 +40,15 @@ class AppView(Protocol):
 
     def ready(self) -> bool: ...
 
+    def reload_from_thread(self) -> str | None: ...
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     tls: TlsContext | None = None
     auth: BasicAuth | None = None
+    lifecycle: bool = False
 
     def get_request(self) -> tuple[socket.socket, Any]:
         sock, address = super().get_request()
@@ -75,21 +78,43 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         self._dispatch(send_body=True)
 
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        if not self._authorized(path, send_body=True):
+            return
+        if path != "/-/reload":
+            status, body = 404, b"not found\n"
+        elif not self.server.lifecycle:
+            status, body = 403, b"Lifecycle API is not enabled (server.enable_lifecycle).\n"
+        else:
+            error = self.server.app.reload_from_thread()
+            status, body = (200, b"reloaded\n") if error is None else (500, f"reload failed: {error}\n".encode())
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorized(self, path: str, send_body: bool) -> bool:
+        auth = self.server.auth
+        if auth is None or not auth.required(path) or auth.check(self.headers.get("Authorization")):
+            return True
+        body = b"unauthorized\n"
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="api-metrics-exporter"')
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+        return False
+
     def do_HEAD(self) -> None:  # noqa: N802
         self._dispatch(send_body=False)
 
     def _dispatch(self, send_body: bool) -> None:
         path = self.path.split("?", 1)[0]
-        auth = self.server.auth
-        if auth is not None and auth.required(path) and not auth.check(self.headers.get("Authorization")):
-            body = b"unauthorized\n"
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="api-metrics-exporter"')
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
+        if not self._authorized(path, send_body):
             return
         if path == "/metrics":
             self._send_metrics(send_body)
@@ -203,13 +228,19 @@ def _when(moment: float | None) -> str:
 
 class WebServer:
     def __init__(
-        self, listen: str, app: AppView, tls: TlsConfig | None = None, basic_auth: BasicAuthConfig | None = None
+        self,
+        listen: str,
+        app: AppView,
+        tls: TlsConfig | None = None,
+        basic_auth: BasicAuthConfig | None = None,
+        lifecycle: bool = False,
     ) -> None:
         host, port = split_listen(listen)
         self._server = _Server((host, port), _Handler)
         self._server.app = app
         self._server.tls = TlsContext(tls) if tls is not None else None
         self._server.auth = BasicAuth(basic_auth) if basic_auth is not None else None
+        self._server.lifecycle = lifecycle
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http", daemon=True)
 
     @property

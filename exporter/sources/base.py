@@ -66,6 +66,7 @@ class Source(Generic[ConfigT]):
 
     def __init__(self, config: ConfigT, context: SourceContext) -> None:
         self.config = config
+        self.config_as_loaded: SourceConfigBase = config
         self.context = context
         self.http = context.http
         self.name = config.name

@@ -1,0 +1,86 @@
+"""Live reload of a real child process: SIGHUP and POST /-/reload."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+
+from exporter.simulator import Simulator
+from tests.conftest import ExporterProcess, free_port, k6_config
+from tests.sources.test_bird import bird_config
+
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0", "Accept-Encoding": "identity"}
+
+
+@pytest.fixture
+def live() -> Iterator[Simulator]:
+    with Simulator("127.0.0.1:0", seed=3, freeze_time=time.time()) as sim:
+        yield sim
+
+
+def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in openmetrics_families(httpx.get(f"{url}/metrics", headers=OPENMETRICS).text):
+        for sample in family.samples:
+            found.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def wait_for(url: str, predicate, timeout: float = 20.0) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        metrics = scrape(url)
+        if predicate(metrics):
+            return metrics
+        time.sleep(0.2)
+    raise AssertionError("condition not reached")
+
+
+def test_sighup_reload_keeps_unchanged_targets(live: Simulator, tmp_path: Path) -> None:
+    port = free_port()
+    server = f'[server]\nlisten = "127.0.0.1:{port}"\nenable_lifecycle = true\n'
+    bird = bird_config(live, extra='interval = "1s"')
+    config = tmp_path / "exporter.toml"
+    config.write_text(server + bird + k6_config(live, [103054]))
+    process = ExporterProcess(config, port)
+    try:
+        process.wait_ready()
+        before = wait_for(process.url, lambda m: "bird_flow_runs_created" in m and "k6_vus" in m)
+        assert scrape(process.url)["apimetrics_config_last_reload_successful"][()] == 1
+
+        # Remove the k6 source, add another k6 run under a new name, keep Bird.
+        config.write_text(server + bird + k6_config(live, [103055], name="k6-new"))
+        process.proc.send_signal(signal.SIGHUP)
+        after = wait_for(process.url, lambda m: "k6_vus" in m
+                         and {dict(k)["test_run_id"] for k in m["k6_vus"]} == {"103055"})
+        assert after["bird_flow_runs_created"] == before["bird_flow_runs_created"]  # same counters, no reset
+        assert {dict(k)["target"] for k in after["apimetrics_target_up"]} == {"flow-a", "flow-b", "103055"}
+
+        # An invalid file: the old config keeps running, the failure is visible.
+        config.write_text(server + bird.replace('interval = "1s"', 'interval = "soon"'))
+        response = httpx.post(f"{process.url}/-/reload")
+        assert response.status_code == 500 and "sources[0].interval" in response.text
+        metrics = scrape(process.url)
+        assert metrics["apimetrics_config_last_reload_successful"][()] == 0
+        assert "k6_vus" in metrics
+    finally:
+        output = process.stop()
+    assert "config reload failed" in output
+
+
+def test_reload_endpoint_is_off_unless_enabled(live: Simulator, tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "exporter.toml"
+    config.write_text(f'[server]\nlisten = "127.0.0.1:{port}"\n' + k6_config(live, [103054]))
+    process = ExporterProcess(config, port)
+    try:
+        process.wait_ready()
+        assert httpx.post(f"{process.url}/-/reload").status_code == 403
+    finally:
+        process.stop()
