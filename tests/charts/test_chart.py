@@ -95,8 +95,17 @@ def exporter_container(pod_spec: dict) -> dict:
     return found[0]
 
 
+def workload(objs):
+    """The Deployment, or the StatefulSet when sharding is enabled."""
+    kinds = [o for o in objs if o["kind"] in ("Deployment", "StatefulSet")]
+    assert len(kinds) == 1, [o["kind"] for o in kinds]
+    return kinds[0]
+
+
 def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APIMETRICS_")}
+    # As in a pod: the host name is the pod name (a StatefulSet's ends in its ordinal).
+    env["HOSTNAME"] = "api-metrics-exporter-0"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -271,7 +280,7 @@ def test_all_features_objects():
 def test_pod_spec(values_file):
     values = load_values(values_file)
     objs = objects(render(values))
-    deployment = one(objs, "Deployment")
+    deployment = workload(objs)
     pod = deployment["spec"]["template"]
     spec = pod["spec"]
     container = exporter_container(spec)
@@ -309,7 +318,7 @@ def test_pod_spec(values_file):
 def test_all_features_pod_spec():
     values = load_values(CHART / "ci" / "all-features-values.yaml")
     objs = objects(render(values))
-    deployment = one(objs, "Deployment")
+    deployment = workload(objs)
     spec = deployment["spec"]["template"]["spec"]
     container = exporter_container(spec)
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -380,7 +389,7 @@ def exporter_check(config: Path) -> subprocess.CompletedProcess[str]:
 @VALUE_SETS
 def test_rendered_config_passes_exporter_check(values_file, tmp_path):
     objs = objects(render(load_values(values_file)))
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    spec = workload(objs)["spec"]["template"]["spec"]
     config = lay_out_pod_files(tmp_path / "pod", spec, objs)
     result = exporter_check(config)
     assert result.returncode == 0, f"{config.read_text()}\n{result.stdout}\n{result.stderr}"
@@ -431,7 +440,7 @@ def test_secrets_only_in_the_secret_object():
             continue
         dumped = yaml.safe_dump(obj)
         assert SECRET_VALUE not in dumped and encoded not in dumped, f"secret leaks into {obj['kind']}"
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    spec = workload(objs)["spec"]["template"]["spec"]
     for container in spec["containers"]:
         for env in container.get("env", []):
             assert "secretKeyRef" not in env.get("valueFrom", {}), "secrets are files, never env values"
@@ -574,7 +583,7 @@ def test_checksum_annotations_follow_config_and_secrets():
 
 def test_state_volume_variants():
     objs = objects(render({"state": {"enabled": True}}))
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    spec = workload(objs)["spec"]["template"]["spec"]
     mounts = {m["mountPath"]: m["name"] for m in exporter_container(spec)["volumeMounts"]}
     volume = next(v for v in spec["volumes"] if v["name"] == mounts[STATE_DIR])
     assert volume["emptyDir"] == {"sizeLimit": "1Gi"}
@@ -582,7 +591,7 @@ def test_state_volume_variants():
     assert tomllib.loads(one(objs, "ConfigMap")["data"]["exporter.toml"])["state"] == {"dir": STATE_DIR}
 
     objs = objects(render({"state": {"enabled": True, "type": "pvc", "existingClaim": "keep-me", "storageClass": "-"}}))
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    spec = workload(objs)["spec"]["template"]["spec"]
     claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
     assert claims == ["keep-me"]
     assert not [o for o in objs if o["kind"] == "PersistentVolumeClaim"]
@@ -597,7 +606,7 @@ def test_state_volume_variants():
 def test_existing_configmap_and_secret():
     objs = objects(render({"existingConfigMap": "my-config", "existingSecret": "my-secret"}))
     assert not [o for o in objs if o["kind"] in {"ConfigMap", "Secret"}]
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    spec = workload(objs)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in exporter_container(spec)["volumeMounts"]}
     assert volumes[mounts[CONFIG_PATH]]["configMap"]["name"] == "my-config"
@@ -608,7 +617,7 @@ def test_listen_port_drives_the_container_port():
     values = {"config": {"server": {"listen": "[::]:9100"}, "simulator": {"enabled": True}, "sources": []},
               "portName": "apimetrics", "networkPolicy": {"enabled": True}, "podMonitor": {"enabled": True}}
     objs = objects(render(values))
-    container = exporter_container(one(objs, "Deployment")["spec"]["template"]["spec"])
+    container = exporter_container(workload(objs)["spec"]["template"]["spec"])
     assert container["ports"] == [{"name": "apimetrics", "containerPort": 9100, "protocol": "TCP"}]
     assert container["livenessProbe"]["httpGet"]["port"] == "apimetrics"
     assert one(objs, "Service")["spec"]["ports"][0]["targetPort"] == "apimetrics"
@@ -620,7 +629,7 @@ def test_monitors_target_the_real_ports_and_labels():
     values = load_values(CHART / "ci" / "all-features-values.yaml")
     objs = objects(render(values))
     service = one(objs, "Service")
-    pod = one(objs, "Deployment")["spec"]["template"]
+    pod = workload(objs)["spec"]["template"]
     port_names = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
     sm = one(objs, "ServiceMonitor")
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
@@ -644,7 +653,7 @@ def test_network_policy():
     values = load_values(CHART / "ci" / "all-features-values.yaml")
     objs = objects(render(values))
     policy = one(objs, "NetworkPolicy")["spec"]
-    pod_labels = one(objs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = workload(objs)["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     [ingress] = policy["ingress"]
@@ -691,7 +700,7 @@ def test_names_are_truncated():
     objs = objects(render({}, name=long[:53]))
     for obj in objs:
         assert len(obj["metadata"]["name"]) <= 63
-    assert one(objs, "Deployment")["metadata"]["name"] == (long[:53] + "-api-metrics-exporter")[:63].rstrip("-")
+    assert workload(objs)["metadata"]["name"] == (long[:53] + "-api-metrics-exporter")[:63].rstrip("-")
 
 
 def test_notes_explain_how_to_reach_metrics():
@@ -777,7 +786,7 @@ def test_container_template_renders_in_a_wrapper_chart(tmp_path):
     # deployment.enabled=false: the subchart renders only what the sidecar needs.
     assert sorted((o["kind"], o["metadata"]["name"]) for o in objs) == sorted(
         [("Deployment", f"{RELEASE}-app"), ("ConfigMap", FULLNAME), ("Secret", FULLNAME)])
-    spec = one(objs, "Deployment")["spec"]["template"]["spec"]
+    spec = workload(objs)["spec"]["template"]["spec"]
     assert [c["name"] for c in spec["containers"]] == ["app", CONTAINER]
     sidecar = exporter_container(spec)
     # The same container the chart's own Deployment runs with the same values.
@@ -818,3 +827,25 @@ def test_example_sidecar_manifest(tmp_path):
     assert f'"{SECRETS_DIR}' not in config.read_text()  # rewritten to the laid-out secret files
     result = exporter_check(config)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sharding_renders_a_statefulset_whose_pods_split_the_targets(tmp_path):
+    values = load_values(CHART / "ci" / "sharding-values.yaml")
+    objs = objects(render(values))
+    sts = workload(objs)
+    assert sts["kind"] == "StatefulSet" and sts["spec"]["replicas"] == 3
+    assert not [o for o in objs if o["kind"] == "Deployment"]
+    config = tomllib.loads(one(objs, "ConfigMap", FULLNAME)["data"]["exporter.toml"])
+    assert config["sharding"] == {"total": 3, "index_from_hostname": True}
+    # The ServiceMonitor selects the Service, whose endpoints are every replica.
+    monitor = one(objs, "ServiceMonitor")
+    service = one(objs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_sharding_with_a_pvc_is_refused():
+    values = load_values(CHART / "ci" / "sharding-values.yaml")
+    values["state"] = {"enabled": True, "type": "pvc"}
+    with pytest.raises(Exception, match="one claim cannot serve every shard"):
+        render(values)

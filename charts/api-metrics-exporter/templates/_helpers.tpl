@@ -180,6 +180,12 @@ The rendered exporter.toml: `config`, with `[state] dir` set when `state.enabled
 {{- else if $state.dir }}
 {{- fail "config.state.dir is set but state.enabled is false: the root filesystem is read-only; set state.enabled=true and leave config.state.dir unset (the chart sets it)" }}
 {{- end }}
+{{- if .Values.sharding.enabled }}
+{{- if and .Values.state.enabled (eq .Values.state.type "pvc") }}
+{{- fail "sharding.enabled cannot use state.type=pvc: one claim cannot serve every shard; use state.type=emptyDir" }}
+{{- end }}
+{{- $_ := set $config "sharding" (dict "total" (int .Values.sharding.replicas) "index_from_hostname" true) }}
+{{- end }}
 {{- include "api-metrics-exporter.intify" $config }}
 {{- toToml $config }}
 {{- end }}
