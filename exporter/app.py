@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,6 +32,19 @@ if TYPE_CHECKING:
     from exporter.sinks.otlp import OtlpSink
 
 log = logging.getLogger(__name__)
+
+CONFIG_WATCH_SECONDS = 5.0
+
+
+def config_stamp(path: str) -> tuple[str, int, int] | None:
+    """Identity of the file behind `path`: its real path (a ConfigMap update
+    swaps the `..data` symlink), inode and mtime; None when it is missing."""
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except OSError:
+        return None
+    return real, info.st_ino, info.st_mtime_ns
 
 
 class App:
@@ -62,6 +76,7 @@ class App:
         self.sources: list[Source] = []
         self.targets: list[tuple[Source, Target]] = []
         self.web: WebServer | None = None
+        self._config_stamp: tuple[str, int, int] | None = None
         self._scheduler: Scheduler | None = None
 
     # --- lifecycle ------------------------------------------------------------
@@ -92,6 +107,9 @@ class App:
         self._scheduler = Scheduler(on_overrun=self._overrun)
         for source in self.sources:
             await self._start_source(source)
+        if self.settings.server.watch_config and self.config_path is not None:
+            self._config_stamp = config_stamp(self.config_path)
+            self._scheduler.add("(config-watch)", CONFIG_WATCH_SECONDS, self._watch_config, first_delay=CONFIG_WATCH_SECONDS)
         self._scheduler.start()
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self.clock())
@@ -105,6 +123,13 @@ class App:
         if source.discovers:
             self._scheduler.add(f"{source.name}/(discovery)", source.config.interval, self._discovery_job(source),
                                 first_delay=source.config.interval)
+
+    async def _watch_config(self) -> None:
+        stamp = config_stamp(self.config_path) if self.config_path is not None else None
+        if stamp != self._config_stamp:
+            self._config_stamp = stamp
+            log.info("config file %s changed: reloading", self.config_path)
+            await self.reload()
 
     async def reload(self) -> str | None:
         """Re-read the config file; apply it if valid. Sources whose config is

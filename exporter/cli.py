@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
 
 from exporter import __version__
-from exporter.config import ConfigError, Settings, load_settings
+from exporter.config import ConfigError, Settings, load_settings, resolve_config_path
 from exporter.logs import setup_logging
 
 log = logging.getLogger("exporter")
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     if command == "once":
         return asyncio.run(once(settings))
-    return asyncio.run(run(settings, args.config))
+    return asyncio.run(run(settings, str(resolve_config_path(args.config, os.environ))))
 
 
 def targets_table(settings: Settings) -> str:

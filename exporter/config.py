@@ -53,6 +53,9 @@ class ServerConfig(StrictModel):
     basic_auth: BasicAuthConfig | None = None
     # POST /-/reload, like Prometheus' --web.enable-lifecycle.
     enable_lifecycle: bool = False
+    # Reload when the config file changes, checked every few seconds. Follows
+    # symlinks, so a Kubernetes ConfigMap update (an atomic symlink swap) counts.
+    watch_config: bool = False
 
 
 class SimulatorConfig(StrictModel):

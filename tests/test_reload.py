@@ -84,3 +84,28 @@ def test_reload_endpoint_is_off_unless_enabled(live: Simulator, tmp_path: Path) 
         assert httpx.post(f"{process.url}/-/reload").status_code == 403
     finally:
         process.stop()
+
+
+def test_configmap_symlink_swap_is_picked_up(live: Simulator, tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as exporter.toml -> ..data/exporter.toml,
+    ..data -> ..<timestamp>/, and updates it by swapping the ..data symlink."""
+    port = free_port()
+    server = f'[server]\nlisten = "127.0.0.1:{port}"\nwatch_config = true\n'
+
+    def publish(version: str, text: str) -> None:
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "exporter.toml").write_text(text)
+        (tmp_path / "..data_tmp").symlink_to(version)
+        (tmp_path / "..data_tmp").rename(tmp_path / "..data")  # atomic, like kubelet
+
+    publish("..v1", server + k6_config(live, [103054]))
+    (tmp_path / "exporter.toml").symlink_to("..data/exporter.toml")
+    process = ExporterProcess(tmp_path / "exporter.toml", port)
+    try:
+        process.wait_ready()
+        wait_for(process.url, lambda m: "k6_vus" in m)
+        publish("..v2", server + k6_config(live, [103055]))
+        wait_for(process.url, lambda m: "k6_vus" in m
+                 and {dict(k)["test_run_id"] for k in m["k6_vus"]} == {"103055"}, timeout=30)
+    finally:
+        process.stop()
