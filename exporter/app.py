@@ -269,7 +269,7 @@ class App:
         self.targets.append((source, target))
 
     def _remove_target(self, source: Source, target: Target) -> None:
-        log.info("target %s is gone upstream; its series are removed", target.key)
+        log.info("target %s removed (gone upstream or from the config); its series go too", target.key)
         if self._scheduler is not None:
             self._scheduler.remove(target.key)
         self.targets.remove((source, target))
