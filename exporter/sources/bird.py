@@ -26,15 +26,15 @@ Readings of the doc:
 
 from __future__ import annotations
 
-import json
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from exporter.configtypes import SourceConfigBase
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
 from exporter.ledgers import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample
+from exporter.payloads import json_or_none, parse_payload
 from exporter.periods import GRIDS, rfc3339
 from exporter.sources.base import Source, Target
 from exporter.timeparse import parse_timestamp
@@ -120,11 +120,7 @@ class BirdFlowRunsSource(Source[BirdFlowRunsConfig]):
 
     def _counts(self, payload: Any) -> dict[Labels, dict[float, float]]:
         """`{group labels: {period start: count}}` from a FlowRunResult."""
-        try:
-            result = _Result.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            raise InvalidResponse(f"flow run metrics: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        result = parse_payload(_Result, payload, "flow run metrics")
         column = self._status_column(result.dataColumns)
         counts: dict[Labels, dict[float, float]] = {}
         for row in result.results or []:
@@ -152,10 +148,7 @@ def classify_error(status: int, body: bytes, path: str) -> PollError | None:
     """422 carries a ValidationError `{code, message, details}`: reason `validation`."""
     if status != 422:
         return None
-    try:
-        error = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        error = None
+    error = json_or_none(body)
     if not isinstance(error, dict):
         return UpstreamHTTPError("validation", f"POST {path}: HTTP 422 without a ValidationError body",
                                  status=status, body=body)

@@ -85,7 +85,6 @@ divides by 1000 and names the family `_seconds`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from collections import deque
@@ -103,6 +102,7 @@ from exporter.http import Sent, parse_retry_after
 from exporter.ledgers import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample, SummaryValue
 from exporter.naming import label_name, metric_name, with_unit
+from exporter.payloads import json_or_none
 from exporter.periods import DAY, HOUR, MINUTE, Grid, rfc3339
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
@@ -910,10 +910,8 @@ def definition_type(payload: Any, name: str) -> str:
 
 def classify_error(status: int, body: bytes, path: str) -> PollError | None:
     """Flux bodies are `{"error": "Invalid API key"}` (or `{"error": {"message": …}}`): say it."""
-    try:
-        error = json.loads(body).get("error")
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        return None
+    payload = json_or_none(body)
+    error = payload.get("error") if isinstance(payload, dict) else None
     if isinstance(error, dict):
         error = error.get("message")
     if not isinstance(error, str):

@@ -39,12 +39,13 @@ import math
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr, field_validator
 
 from exporter.configtypes import SourceConfigBase
-from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError
+from exporter.errors import EndpointRetired, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
 from exporter.naming import label_name, metric_name, with_unit
+from exporter.payloads import coded_error, list_field, parse_payload
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
 
@@ -163,21 +164,6 @@ class K6RunOverview(_Payload):
     urls_total: float | None = None
 
 
-def _parse(model: type[_Payload], data: Any, what: str) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidResponse(f"{what}: {where}: {first['msg']}") from None
-
-
-def _list_field(payload: Any, key: str, what: str) -> list[Any]:
-    if not isinstance(payload, dict) or not isinstance(payload.get(key), list):
-        raise InvalidResponse(f"{what}: expected an object with a list {key!r}")
-    return payload[key]
-
-
 # --- families ---------------------------------------------------------------
 
 def _overview_family(name: str, help_text: str, unit: str = "") -> Family:
@@ -240,8 +226,8 @@ class K6CloudSource(Source[K6CloudConfig]):
             payload = await self._get(
                 "metrics", [("test_run_id", run), ("page", page), ("page_size", self.config.page_size)]
             )
-            items = _list_field(payload, "k6-metrics", "metrics list")
-            metrics.extend(_parse(K6Metric, item, "metrics list") for item in items)
+            items = list_field(payload, "k6-metrics", "metrics list")
+            metrics.extend(parse_payload(K6Metric, item, "metrics list") for item in items)
             total = (payload.get("meta") or {}).get("count")
             # No `meta.count` means the server does not page: one response is all.
             if not items or not isinstance(total, int) or len(metrics) >= total:
@@ -261,7 +247,7 @@ class K6CloudSource(Source[K6CloudConfig]):
                 )
                 return first + second
             raise
-        return [_parse(K6Serie, item, "series") for item in _list_field(payload, "k6-serie", "series")]
+        return [parse_payload(K6Serie, item, "series") for item in list_field(payload, "k6-serie", "series")]
 
     async def _series_samples(self, run: str, metrics: list[K6Metric]) -> list[Sample]:
         by_id = {m.id: m for m in metrics}
@@ -282,9 +268,9 @@ class K6CloudSource(Source[K6CloudConfig]):
 
     async def _threshold_samples(self, run: str) -> list[Sample]:
         payload = await self._get("thresholds", [("test_run_id", run)])
-        thresholds = [_parse(K6Threshold, t, "thresholds") for t in _list_field(payload, "k6-thresholds", "thresholds")]
+        thresholds = [parse_payload(K6Threshold, t, "thresholds") for t in list_field(payload, "k6-thresholds", "thresholds")]
         related = payload.get("k6-metrics") or []
-        metrics = {m.id: m for m in (_parse(K6Metric, m, "thresholds metrics") for m in related)}
+        metrics = {m.id: m for m in (parse_payload(K6Metric, m, "thresholds metrics") for m in related)}
         samples: list[Sample] = []
         for threshold in thresholds:
             metric = metrics.get(threshold.metric_id or "")
@@ -304,10 +290,10 @@ class K6CloudSource(Source[K6CloudConfig]):
 
     async def _overview_samples(self, run: str) -> list[Sample]:
         payload = await self._get("run-overviews", [("test_run_id", run)])
-        items = _list_field(payload, "k6-run-overviews", "run overview")
+        items = list_field(payload, "k6-run-overviews", "run overview")
         if not items:
             return []
-        overview = _parse(K6RunOverview, items[0], "run overview")
+        overview = parse_payload(K6RunOverview, items[0], "run overview")
         samples: list[Sample] = []
         for family, succeeded, total in OVERVIEW_STATES:
             for state, field in (("succeeded", succeeded), ("total", total)):
@@ -397,7 +383,7 @@ async def _bounded_gather(coroutines: Iterable[Any], limit: int) -> list[Any]:
 
 def classify_error(status: int, body: bytes, path: str) -> PollError | None:
     """k6's envelope: `{"error": {"message", "code", "detail_code", "field_errors"}}`."""
-    envelope = _error_envelope(body)
+    envelope = coded_error(body)
     if status == 410 or (status == 404 and envelope is None):
         return EndpointRetired(
             f"k6 Cloud endpoint {path} answered HTTP {status}: the v2 REST API is deprecated "
@@ -420,12 +406,3 @@ def classify_error(status: int, body: bytes, path: str) -> PollError | None:
     return UpstreamHTTPError(reason, text, status=status, body=body)
 
 
-def _error_envelope(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    # Only k6's own envelope carries a numeric `code`; a proxy's or a load
-    # balancer's error page does not, and must not be read as k6 speaking.
-    return error if isinstance(error, dict) and isinstance(error.get("code"), int) else None

@@ -72,18 +72,17 @@ Interpretations of the doc:
 
 from __future__ import annotations
 
-
-import json
 import logging
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, model_validator
 
 from exporter.configtypes import Duration, SourceConfigBase
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
+from exporter.payloads import json_or_none, list_field, parse_payload
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
 
@@ -201,12 +200,6 @@ def _value(name: str, raw: Any, flag: Any) -> float:
         return float(raw)
     except (TypeError, ValueError):
         raise InvalidResponse(f"metrics: {name}: value {raw!r} is not a number") from None
-
-
-def _list_field(payload: Any, key: str, what: str) -> list[Any]:
-    if not isinstance(payload, dict) or not isinstance(payload.get(key), list):
-        raise InvalidResponse(f"{what}: expected an object with a list {key!r}")
-    return payload[key]
 
 
 # --- families ---------------------------------------------------------------
@@ -336,7 +329,7 @@ class PlutoSource(Source[PlutoConfig]):
         if high is not None:
             params.append(("stepMax", high))
         payload = await self.http.get_json(METRICS_PATH, params=params, classify=classify_error)
-        return [parse_point(row) for row in _list_field(payload, "metrics", "metrics")]
+        return [parse_point(row) for row in list_field(payload, "metrics", "metrics")]
 
     async def _fetch_new(self, walk: _Walk, state: _RunState | None) -> dict[str, list[Point]]:
         """Points per logName worth looking at: on a first poll whatever walk
@@ -410,15 +403,10 @@ class PlutoSource(Source[PlutoConfig]):
                 params=[("projectName", self.config.project), ("limit", LIST_PAGE_SIZE), ("offset", offset)],
                 classify=classify_error,
             )
-            items = _list_field(payload, "runs", "runs list")
+            items = list_field(payload, "runs", "runs list")
             fresh = 0
             for item in items:
-                try:
-                    run = RunItem.model_validate(item)
-                except ValidationError as exc:
-                    first = exc.errors(include_url=False)[0]
-                    where = ".".join(str(p) for p in first["loc"])
-                    raise InvalidResponse(f"runs list: {where}: {first['msg']}") from None
+                run = parse_payload(RunItem, item, "runs list")
                 if run.id not in runs:
                     runs[run.id] = run
                     fresh += 1
@@ -503,7 +491,7 @@ def classify_error(status: int, body: bytes, path: str) -> PollError | None:
     """401 → auth (with the server's message); 400 with the zod envelope
     `{"success": false, "error": {"issues": [...]}}` → http_4xx naming the
     parameters it refused."""
-    payload = _json(body)
+    payload = json_or_none(body)
     if status == 401:
         detail = ""
         if isinstance(payload, dict):
@@ -532,13 +520,6 @@ def _describe(error: Any) -> str:
         if error.get("message"):
             return str(error["message"])[:300]
     return str(error)[:300]
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
 
 
 def with_history(samples: list[Sample], history: tuple[Sample, ...]) -> list[Sample]:

@@ -42,7 +42,6 @@ been seen as 400 and as 429); see `classify_error`.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -52,12 +51,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from exporter.configtypes import Duration, SourceConfigBase
 from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
 from exporter.ledgers import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
+from exporter.payloads import coded_error, parse_payload
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
 
@@ -307,12 +307,7 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         return self._points(payload, metric)
 
     def _points(self, payload: Any, metric: str) -> Points:
-        try:
-            answer = _Answer.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(map(str, first["loc"]))
-            raise InvalidResponse(f"{metric}: {where}: {first['msg']}") from None
+        answer = parse_payload(_Answer, payload, metric)
         if answer.metric.name != metric:
             raise InvalidResponse(f"asked for metric {metric}, the answer is for {answer.metric.name!r}")
         if answer.metric.granularity.upper() != self.config.granularity:
@@ -407,7 +402,7 @@ def classify_error(status: int, body: bytes, where: str, api_version: str) -> Po
     "nonexisting field (metric)", "Unknown path components", or 404/410 →
     retired; 100 subcode 33 and 803 → not_found.
     """
-    error = _graph_error(body)
+    error = coded_error(body)
     if error is None:
         if status in (404, 410):
             return EndpointRetired(f"GET {where}: HTTP {status} (fbtrace_id: none): " + _retired_note(api_version))
@@ -441,14 +436,3 @@ def _retired_note(api_version: str) -> str:
             "set api_version to a version that still serves it, or the API is gone")
 
 
-def _graph_error(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    error = payload.get("error") if isinstance(payload, dict) else None
-    # Only Graph's own envelope carries a numeric `code`; a proxy's error
-    # page does not, and must not be read as Graph speaking.
-    if not isinstance(error, dict) or not isinstance(error.get("code"), int) or isinstance(error["code"], bool):
-        return None
-    return error
