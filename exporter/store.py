@@ -45,10 +45,6 @@ class Stored:
     taken_at: float
     max_staleness: float
 
-    @property
-    def series(self) -> int:
-        return sum(block.series for block in self.blocks)
-
     def expired(self, now: float) -> bool:
         return now - self.taken_at > self.max_staleness
 
@@ -119,10 +115,6 @@ class Store:
             self._targets[key] = Stored(stored.source, stored.target, tuple(kept), stored.taken_at,
                                         stored.max_staleness)
         return refused
-
-    def get(self, source: str, target: str) -> Stored | None:
-        with self._lock:
-            return self._targets.get((source, target))
 
     def drop(self, source: str, target: str) -> None:
         with self._lock:

@@ -49,10 +49,6 @@ def label_string(pairs: list[tuple[str, str]]) -> str:
     return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(pairs)) + "}"
 
 
-def _bound(value: float) -> str:
-    return floatToGoString(value)
-
-
 def header_text(family: Family) -> bytes:
     name = family.exposed_name
     return f"# HELP {name} {_help_text(family.help)}\n# TYPE {name} {family.kind.value}\n".encode()
@@ -88,14 +84,14 @@ def sample_lines(samples: list[Sample], openmetrics: bool) -> str:
         elif kind is Kind.HISTOGRAM:
             assert isinstance(value, HistogramValue)
             for bound, count in value.buckets:
-                append(f"{name}_bucket{label_string([*labels, ('le', _bound(bound))])} {floatToGoString(count)}\n")
+                append(f"{name}_bucket{label_string([*labels, ('le', floatToGoString(bound))])} {floatToGoString(count)}\n")
             append(f"{name}_count{plain} {floatToGoString(value.count)}\n")
             if value.sum is not None:
                 append(f"{name}_sum{plain} {floatToGoString(value.sum)}\n")
         else:
             assert isinstance(value, SummaryValue)
             for quantile, number in value.quantiles:
-                append(f"{name}{label_string([*labels, ('quantile', _bound(quantile))])} {floatToGoString(number)}\n")
+                append(f"{name}{label_string([*labels, ('quantile', floatToGoString(quantile))])} {floatToGoString(number)}\n")
             if value.count is not None:
                 append(f"{name}_count{plain} {floatToGoString(value.count)}\n")
             if value.sum is not None:
@@ -160,6 +156,5 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample]) -> list[Block]:
     return blocks
 
 
-_EOF = b"# EOF\n"
-EOF_LINE = _EOF
-EOF_MEMBER = gzip_member(_EOF)
+EOF_LINE = b"# EOF\n"
+EOF_MEMBER = gzip_member(EOF_LINE)
