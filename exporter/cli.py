@@ -103,7 +103,7 @@ async def once(settings: Settings) -> int:
 
 
 async def run(settings: Settings, config_path: str | None = None) -> int:
-    from exporter.app import App
+    from exporter.app import App, freeze_startup_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,6 +119,7 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await app.start()
+    freeze_startup_heap()
     try:
         await stop.wait()
     finally:

@@ -84,6 +84,18 @@ class HttpClient:
     ) -> Any:
         return await self.request_json("POST", path, params=params, json_body=body, classify=classify)
 
+    async def get(
+        self, path: str, *, params: Params = None, classify: ErrorClassifier | None = None
+    ) -> bytes:
+        """The raw body, for sources that decode and validate in one pass (payloads.read_body)."""
+        return await self.request("GET", path, params=params, classify=classify)
+
+    async def post(
+        self, path: str, body: Any, *, params: Params = None, classify: ErrorClassifier | None = None
+    ) -> bytes:
+        """POST a JSON body; the raw answer, as `get`."""
+        return await self.request("POST", path, params=params, json_body=body, classify=classify)
+
     async def request_json(
         self,
         method: str,

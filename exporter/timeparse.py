@@ -11,6 +11,7 @@ these vendors stores UTC, and a bare date as its UTC midnight.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 def parse_timestamp(value: str | int | float) -> float:
     """Epoch seconds; numbers are taken as epoch seconds (milliseconds when
     they are too large to be seconds). Raises ValueError on anything else."""
+    if type(value) is str:
+        return _parse_text(value)
     if isinstance(value, bool):
         raise ValueError(f"not a timestamp: {value!r}")
     if isinstance(value, (int, float)):
@@ -28,11 +31,21 @@ def parse_timestamp(value: str | int | float) -> float:
         if not math.isfinite(number):
             raise ValueError(f"not a timestamp: {value!r}")
         return number / 1000.0 if abs(number) > 1e11 else number
-    text = _LONG_FRACTION.sub(r"\1", value.strip())
+    return _parse_text(value)
+
+
+# A poll reads the same few timestamps again and again (every k6 series and
+# every WhatsApp metric shares one time grid), so parsed strings are cached:
+# parsing was the largest single cost of the poll path (benchmarks/bench.py).
+@functools.lru_cache(maxsize=16384)
+def _parse_text(value: str) -> float:
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
+        try:
+            moment = datetime.fromisoformat(_LONG_FRACTION.sub(r"\1", value.strip()))
+        except ValueError:
+            raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

@@ -1,6 +1,6 @@
 """OTLP push sink: every new polled point, through a bounded queue, to an OpenTelemetry collector.
 
-    poll ─► Runner listener `on_snapshot` ─► PointQueue ─► drain task ─► worker thread (encode, SDK export)
+    poll ─► Runner listener `on_snapshot` ─► PointQueue ─► drain task ─► worker thread (encode: otlp_wire; send: SDK exporter)
 
 - `on_snapshot` runs on the event loop right after a successful poll. It only
   turns the snapshot's new samples into points and appends them: no I/O, so a
@@ -39,8 +39,9 @@ from exporter import __version__
 from exporter.logs import REDACTOR
 from exporter.otlpconfig import OtlpConfig
 from exporter.selfmetrics import SelfMetrics
-from exporter.sinks.otlp_encode import Point, SeriesKey, build_resource, encode, new_points, scope
-from exporter.sinks.otlp_transport import Outcome, Transport, resolve
+from exporter.sinks.otlp_encode import Point, SeriesKey, build_resource, new_points, scope
+from exporter.sinks.otlp_transport import Encoded, Outcome, Transport, resolve
+from exporter.sinks.otlp_wire import WireEncoder
 from exporter.store import Snapshot
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class OtlpSink:
             REDACTOR.add(value)
         self.resource = build_resource(config.resource_attributes, environ, instance_id, __version__)
         self.scope = scope(__version__)
+        self.encoder = WireEncoder(self.resource, self.scope)
         self.transport = Transport(self.settings)
         self.queue = PointQueue(config.max_queue_points)
         # Counters without a vendor-given start (none today) start here.
@@ -255,7 +257,7 @@ class OtlpSink:
     def _export(self, batch: list[Point]) -> Outcome:
         """In the worker thread: encode, then send; never raises."""
         try:
-            data = encode(batch, self.resource, self.scope)
+            data = Encoded(self.encoder.encode(batch), len(batch))
         except Exception:
             log.exception("OTLP: cannot encode a batch of %d point(s)", len(batch))
             return Outcome(False, False, "invalid")

@@ -268,7 +268,9 @@ def scope(version: str) -> InstrumentationScope:
 
 def encode(points: Sequence[Point], resource: Resource, instrumentation_scope: InstrumentationScope) -> MetricsData:
     """One `MetricsData` of the points: one Metric per OTLP metric, in order of
-    first appearance, its points in queue order."""
+    first appearance, its points in queue order. The sink sends
+    `otlp_wire.WireEncoder`'s bytes instead (10x faster); this SDK path is
+    their reference in tests/sinks/test_otlp_wire.py."""
     groups: dict[OtlpMetric, list[Point]] = {}
     for point in points:
         groups.setdefault(point.metric, []).append(point)

@@ -866,6 +866,9 @@ def parse_points(points: Any, aggregations: tuple[str, ...], where: str) -> dict
             raw = point.get(aggregation)
             if raw is None and len(aggregations) == 1:
                 raw = point.get("value")
+            if type(raw) is float and math.isfinite(raw):  # the common case, without number()'s checks
+                values[aggregation] = raw
+                continue
             value = number(raw, where)
             if value is not None:
                 values[aggregation] = value

@@ -37,15 +37,26 @@ import json
 import logging
 import math
 from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NotRequired
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    with_config,
+)
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from exporter.configtypes import SourceConfigBase
 from exporter.errors import EndpointRetired, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
 from exporter.naming import label_name, metric_name, with_unit
-from exporter.payloads import coded_error, list_field, parse_payload
+from exporter.payloads import coded_error, list_field, parse_payload, read_body
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
 
@@ -122,21 +133,24 @@ class K6Metric(_Payload):
     tags: dict[str, Any] | None = None
 
 
-class K6Point(_Payload):
+# Series answers are the bulk of a poll (thousands of points): they are read
+# straight from the body into TypedDicts (payloads.read_body). Lax float
+# validation takes numbers and numeric strings ("12.5", "NaN") alike, as the
+# API sends both; ids may be ints or strings and are kept as strings.
+@with_config(ConfigDict(coerce_numbers_to_str=True))
+class K6Point(TypedDict):
     timestamp: str | float
-    value: float | None = None
-
-    @field_validator("value", mode="before")
-    @classmethod
-    def _numeric_string(cls, value: Any) -> Any:
-        # Values arrive as numbers or numeric strings ("12.5", "NaN").
-        return float(value) if isinstance(value, str) else value
+    value: NotRequired[float | None]
 
 
-class K6Serie(_Payload):
-    metric_id: IdStr
-    method: str = ""
-    values: list[K6Point] | None = None
+@with_config(ConfigDict(coerce_numbers_to_str=True))
+class K6Serie(TypedDict):
+    metric_id: str
+    method: NotRequired[str]
+    values: NotRequired[list[K6Point] | None]
+
+
+SERIES_ANSWER = TypeAdapter(TypedDict("K6SeriesAnswer", {"k6-serie": list[K6Serie]}))
 
 
 class K6Threshold(_Payload):
@@ -238,7 +252,7 @@ class K6CloudSource(Source[K6CloudConfig]):
         """One batch; a batch the server refuses as too large is split in two."""
         params: list[tuple[str, Any]] = [("test_run_id", run), ("method", stat), *(("ids[]", i) for i in ids)]
         try:
-            payload = await self._get("series", params)
+            body = await self.http.get(f"{API}/series", params=params, classify=classify_error)
         except UpstreamHTTPError as exc:
             if exc.status in (400, 413, 414) and len(ids) > 1:
                 half = len(ids) // 2
@@ -247,10 +261,12 @@ class K6CloudSource(Source[K6CloudConfig]):
                 )
                 return first + second
             raise
-        return [parse_payload(K6Serie, item, "series") for item in list_field(payload, "k6-serie", "series")]
+        return read_body(SERIES_ANSWER, body, "series")["k6-serie"]
 
     async def _series_samples(self, run: str, metrics: list[K6Metric]) -> list[Sample]:
         by_id = {m.id: m for m in metrics}
+        # Every stat of a metric carries the same tags: turn them into labels once.
+        tags = {m.id: tag_labels(m.tags or {}) for m in metrics}
         requests = []
         for metric_type, stats in self.config.stats.items():
             ids = [m.id for m in metrics if m.type == metric_type]
@@ -260,8 +276,8 @@ class K6CloudSource(Source[K6CloudConfig]):
         samples: list[Sample] = []
         for batch in await _bounded_gather(requests, limit=4):
             for serie in batch:
-                metric = by_id.get(serie.metric_id)
-                sample = self._series_sample(run, metric, serie) if metric else None
+                metric = by_id.get(serie["metric_id"])
+                sample = self._series_sample(run, metric, tags[metric.id], serie) if metric else None
                 if sample is not None:
                     samples.append(sample)
         return samples
@@ -308,18 +324,18 @@ class K6CloudSource(Source[K6CloudConfig]):
 
     # --- conversion ---------------------------------------------------------
 
-    def _series_sample(self, run: str, metric: K6Metric, serie: K6Serie) -> Sample | None:
-        point = _newest(serie.values or [])
-        if point is None or point.value is None:
+    def _series_sample(self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie) -> Sample | None:
+        point = _newest(serie.get("values") or [])
+        if point is None or point.get("value") is None:
             return None
         contains = metric.contains or ""
-        value = point.value * SCALE_BY_CONTAINS.get(contains, 1.0)
+        value = point["value"] * SCALE_BY_CONTAINS.get(contains, 1.0)
         family = self._family(metric.name, metric.type, contains)
         return Sample(
             family,
-            (("test_run_id", run), ("stat", serie.method), *tag_labels(metric.tags or {})),
+            (("test_run_id", run), ("stat", serie.get("method", "")), *tags),
             value,
-            timestamp=_timestamp_or_none(point.timestamp),
+            timestamp=_timestamp_or_none(point["timestamp"]),
         )
 
     def _family(self, name: str, metric_type: str, contains: str) -> Family:
@@ -360,14 +376,18 @@ def _timestamp_or_none(value: str | float) -> float | None:
 
 
 def _newest(points: list[K6Point]) -> K6Point | None:
-    best: K6Point | None = None
-    best_time = -math.inf
-    for point in points:
-        moment = _timestamp_or_none(point.timestamp)
-        moment = -math.inf if moment is None else moment
-        if best is None or moment >= best_time:
-            best, best_time = point, moment
-    return best
+    """The point with the newest timestamp (the last of equals); unreadable
+    timestamps count as oldest."""
+    if not points:
+        return None
+    return max(reversed(points), key=_moment)
+
+
+def _moment(point: K6Point) -> float:
+    try:
+        return parse_timestamp(point["timestamp"])
+    except ValueError:
+        return -math.inf
 
 
 async def _bounded_gather(coroutines: Iterable[Any], limit: int) -> list[Any]:
@@ -404,5 +424,3 @@ def classify_error(status: int, body: bytes, path: str) -> PollError | None:
     else:
         reason = "http_5xx" if status >= 500 else "http_4xx"
     return UpstreamHTTPError(reason, text, status=status, body=body)
-
-

@@ -48,16 +48,31 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NotRequired
 from urllib.parse import quote
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    with_config,
+)
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from exporter.configtypes import Duration, SourceConfigBase
-from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
+from exporter.errors import (
+    EndpointRetired,
+    InvalidResponse,
+    PollError,
+    UpstreamHTTPError,
+    reason_for_status,
+)
 from exporter.ledgers import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
-from exporter.payloads import coded_error, parse_payload
+from exporter.payloads import coded_error, read_body
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.timeparse import parse_timestamp
 
@@ -152,41 +167,33 @@ class WhatsAppFlowsConfig(SourceConfigBase):
 # --- upstream payloads ------------------------------------------------------
 
 
-def _number(value: Any) -> Any:
-    # A bool or a string where a count belongs means the server sent
-    # something else than the doc says: refuse it rather than guess.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"expected a number, got {value!r}")
-    return value
+# Answers hold a point per hour for up to 30 days per metric: they are read
+# straight from the body into TypedDicts (payloads.read_body). Counts are
+# strict numbers: a bool or a string where a count belongs means the server
+# sent something else than the doc says, so it is refused rather than guessed.
+# Latency ceilings may arrive as JSON numbers; keys are kept as strings.
+@with_config(ConfigDict(coerce_numbers_to_str=True))
+class _Entry(TypedDict):
+    key: str
+    value: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 
 
-def _key(value: Any) -> Any:
-    # Latency ceilings may arrive as JSON numbers; keys are strings otherwise.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    key: Annotated[str, BeforeValidator(_key)]
-    value: Annotated[float, BeforeValidator(_number), Field(ge=0, allow_inf_nan=False)]
-
-
-class _Point(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Point(TypedDict):
     timestamp: str | float
-    data: list[_Entry] = Field(default_factory=list)
+    data: NotRequired[list[_Entry]]
 
 
-class _Metric(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Metric(TypedDict):
     name: str
     granularity: str
     data_points: list[_Point]
 
 
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Answer(TypedDict):
     metric: _Metric
+
+
+ANSWER = TypeAdapter(_Answer)
 
 
 Points = dict[float, dict[str, float]]  # period start -> {data key: value}
@@ -303,25 +310,26 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         def classify(status: int, body: bytes, where: str) -> PollError | None:
             return classify_error(status, body, f"{where} ({metric})", self.config.api_version)
 
-        payload = await self.http.get_json(path, params={"fields": fields}, classify=classify)
-        return self._points(payload, metric)
+        body = await self.http.get(path, params={"fields": fields}, classify=classify)
+        return self._points(body, metric)
 
-    def _points(self, payload: Any, metric: str) -> Points:
-        answer = parse_payload(_Answer, payload, metric)
-        if answer.metric.name != metric:
-            raise InvalidResponse(f"asked for metric {metric}, the answer is for {answer.metric.name!r}")
-        if answer.metric.granularity.upper() != self.config.granularity:
+    def _points(self, body: bytes, metric: str) -> Points:
+        answer = read_body(ANSWER, body, metric)["metric"]
+        if answer["name"] != metric:
+            raise InvalidResponse(f"asked for metric {metric}, the answer is for {answer['name']!r}")
+        if answer["granularity"].upper() != self.config.granularity:
             raise InvalidResponse(f"{metric}: asked for granularity {self.config.granularity}, "
-                                  f"the answer has {answer.metric.granularity!r}")
+                                  f"the answer has {answer['granularity']!r}")
         points: Points = {}
-        for point in answer.metric.data_points:
+        for point in answer["data_points"]:
             try:
-                start = parse_timestamp(point.timestamp)
+                start = parse_timestamp(point["timestamp"])
             except ValueError as exc:
                 raise InvalidResponse(f"{metric}: {exc}") from None
             values = points.setdefault(start, {})
-            for entry in point.data:
-                values[entry.key] = values.get(entry.key, 0.0) + entry.value
+            for entry in point.get("data", ()):
+                key = entry["key"]
+                values[key] = values.get(key, 0.0) + entry["value"]
         return points
 
     # --- samples ----------------------------------------------------------------

@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.config import ConfigError
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.pluto import PROJECT, PlutoFake
 from exporter.sources.base import Target
-from exporter.sources.pluto import PlutoSource, classify_error
+from exporter.errors import InvalidResponse
+from exporter.sources.pluto import PlutoSource, _parse_point_checked, classify_error, parse_point
 from tests.conftest import SimHarness, exposition, samples_of, settings_from
 
 VALUE, STEP, TIME = "pluto_run_metric_value", "pluto_run_metric_step", "pluto_run_metric_timestamp_seconds"
@@ -531,3 +534,35 @@ def test_push_sinks_receive_every_new_point_as_history(simulator: Simulator, har
                 if s.family.name == VALUE and dict(s.labels)["log_name"] == "train/loss"]
     assert value.history == tuple(news[:-1])
     assert (value.timestamp, value.value) == news[-1]
+
+
+# --- the row parser's fast path ------------------------------------------------------
+
+_ROW_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 10**12), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "7", "007", "-1", "1.5", "1e3", "²", "NaN", "x", "2026-05-28 18:26:00.000",
+                     "2026-05-28T18:26:00Z", "nan", "inf"]),
+)
+# Mostly well-formed rows with one field odd, so every fast-path check is hit.
+_ROWS = st.fixed_dictionaries(
+    {"logName": st.one_of(st.just("loss"), st.just(""), _ROW_VALUES),
+     "time": st.one_of(st.just("2026-05-28 18:26:00.000"), _ROW_VALUES),
+     "step": st.one_of(st.integers(-2, 5), st.sampled_from(["4", "-4", "4.0", " 4"]), _ROW_VALUES),
+     "value": st.one_of(st.floats(), st.integers(-5, 5), _ROW_VALUES)},
+    optional={"logGroup": st.one_of(st.sampled_from(["train", ""]), _ROW_VALUES),
+              "valueFlag": st.one_of(st.sampled_from(["", "NaN", "Inf", "-Inf", " inf "]), _ROW_VALUES)},
+)
+
+
+def _parsed(parse: Any, row: Any) -> Any:
+    try:
+        point = parse(row)
+    except InvalidResponse as exc:
+        return ("refused", str(exc))
+    return (point.log_name, point.log_group, point.step, point.time, repr(point.value))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(_ROWS)
+def test_the_row_fast_path_reads_every_row_as_the_checked_path_does(row: dict[str, Any]) -> None:
+    assert _parsed(parse_point, row) == _parsed(_parse_point_checked, row)
