@@ -174,7 +174,9 @@ def send_parts(sock: socket.socket, parts: list[bytes]) -> None:
     """Write the parts from this (handler) thread with blocking sends. Large
     parts (a family's cached body) go out as they are, never copied into one
     body; runs of small parts are joined up to a few MiB first, because one
-    syscall per tiny buffer costs more than the copy."""
+    syscall per tiny buffer costs more than the copy. (One `sendmsg` of all
+    parts was measured too: 20-30% slower at 100k series, as the reader
+    starts later.)"""
     batch: list[bytes] = []
     size = 0
     for part in parts:

@@ -101,7 +101,7 @@ def sample_lines(samples: list[Sample], openmetrics: bool) -> str:
     return "".join(out)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Block:
     """One family's lines from one target, in both formats and gzip."""
 

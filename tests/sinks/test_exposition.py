@@ -22,7 +22,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.sinks.exposition import render_blocks
+from exporter.sinks.exposition import Block, render_blocks
 from exporter.store import Store, Stored
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(lambda n: not n.endswith("_") and "__" not in n)
@@ -160,3 +160,36 @@ def test_conflicting_family_type_is_refused() -> None:
     assert store.put(Stored("s", "a", tuple(render_blocks([Sample(Family("x", Kind.GAUGE, ""), (), 1.0)])), 0, 60)) == []
     refused = store.put(Stored("s", "b", tuple(render_blocks([Sample(Family("x", Kind.COUNTER, ""), (), 1.0)])), 0, 60))
     assert [f.kind for f in refused] == [Kind.COUNTER]
+
+
+OPERATIONS = st.lists(st.tuples(st.sampled_from(["put", "drop"]), st.sampled_from(["a", "b", "c", "d"]),
+                                st.sets(st.sampled_from(["f", "g", "h"]), max_size=3), st.floats(0, 9)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(OPERATIONS)
+def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_order(
+    operations: list[tuple[str, str, set[str], float]],
+) -> None:
+    def blocks(target: str, names: set[str], value: float) -> tuple[Block, ...]:
+        samples = [Sample(Family(name, Kind.GAUGE, name.upper()), (("t", target),), value) for name in sorted(names)]
+        return tuple(render_blocks(samples))
+
+    live, final = Store(), {}
+    for operation, target, names, value in operations:
+        if operation == "put":
+            live.put(Stored("s", target, blocks(target, names, value), 0, 60))
+            final[target] = (names, value)
+        else:
+            live.drop("s", target)
+            final.pop(target, None)
+        for openmetrics in (False, True):  # read between changes, so cached bodies must be invalidated
+            live.parts(openmetrics, False)
+            live.parts(openmetrics, True)
+    fresh = Store()
+    for target in sorted(final):
+        fresh.put(Stored("s", target, blocks(target, *final[target]), 0, 60))
+    for openmetrics in (False, True):
+        assert b"".join(live.parts(openmetrics, False)) == b"".join(fresh.parts(openmetrics, False))
+        assert gzip.decompress(b"".join(live.parts(openmetrics, True)) or gzip.compress(b"")) == \
+            b"".join(fresh.parts(openmetrics, False))
