@@ -20,7 +20,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed prometheus-tools
 	$(PY) -m pytest
 
-## bench: scrape, poll-path, scale and memory benchmarks (minutes; not part of `make test`)
+## bench: memory, scrape, poll-path, OTLP-encoding and scale benchmarks (minutes; not part of `make test`)
 bench: $(VENV)/.installed
 	$(PY) benchmarks/bench.py
 

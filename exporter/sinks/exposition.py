@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
@@ -26,6 +27,16 @@ from prometheus_client.utils import floatToGoString
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
 
 GZIP_LEVEL = 3  # 1-6: level 3 is ~2x faster than 6 and a few % larger on exposition text
+
+
+def go_float(value: float) -> str:
+    """prometheus_client's `floatToGoString`, with the common case first: a
+    finite float whose `repr` has at most six digits before the point is
+    written as `repr` writes it (the property test compares whole outputs)."""
+    text = repr(float(value))
+    if text.find(".") > 6 or text[-1] in "fn":  # Go's exponent form, inf, nan
+        return floatToGoString(value)
+    return text
 
 
 def escape_label_value(value: str) -> str:
@@ -42,11 +53,11 @@ def _help_openmetrics(text: str) -> str:
     return _help_text(text).replace('"', '\\"')
 
 
-def label_string(pairs: list[tuple[str, str]]) -> str:
+def label_string(pairs: Sequence[tuple[str, str]]) -> str:
     """`{a="1",b="2"}` with names sorted, as prometheus_client writes them."""
     if not pairs:
         return ""
-    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in sorted(pairs)) + "}"
+    return "{" + ",".join([f'{k}="{escape_label_value(v)}"' for k, v in sorted(pairs)]) + "}"
 
 
 def header_text(family: Family) -> bytes:
@@ -73,31 +84,31 @@ def sample_lines(samples: list[Sample], openmetrics: bool) -> str:
     for sample in samples:
         name = sample.family.name
         kind = sample.family.kind
-        labels = list(sample.labels)
         value = sample.value
         if kind is Kind.GAUGE:
-            append(f"{name}{label_string(labels)} {floatToGoString(value)}\n")
+            append(f"{name}{label_string(sample.labels)} {go_float(value)}\n")
             continue
+        labels = list(sample.labels)
         plain = label_string(labels)
         if kind is Kind.COUNTER:
-            append(f"{name}_total{plain} {floatToGoString(value)}\n")
+            append(f"{name}_total{plain} {go_float(value)}\n")
         elif kind is Kind.HISTOGRAM:
             assert isinstance(value, HistogramValue)
             for bound, count in value.buckets:
-                append(f"{name}_bucket{label_string([*labels, ('le', floatToGoString(bound))])} {floatToGoString(count)}\n")
-            append(f"{name}_count{plain} {floatToGoString(value.count)}\n")
+                append(f"{name}_bucket{label_string([*labels, ('le', go_float(bound))])} {go_float(count)}\n")
+            append(f"{name}_count{plain} {go_float(value.count)}\n")
             if value.sum is not None:
-                append(f"{name}_sum{plain} {floatToGoString(value.sum)}\n")
+                append(f"{name}_sum{plain} {go_float(value.sum)}\n")
         else:
             assert isinstance(value, SummaryValue)
             for quantile, number in value.quantiles:
-                append(f"{name}{label_string([*labels, ('quantile', floatToGoString(quantile))])} {floatToGoString(number)}\n")
+                append(f"{name}{label_string([*labels, ('quantile', go_float(quantile))])} {go_float(number)}\n")
             if value.count is not None:
-                append(f"{name}_count{plain} {floatToGoString(value.count)}\n")
+                append(f"{name}_count{plain} {go_float(value.count)}\n")
             if value.sum is not None:
-                append(f"{name}_sum{plain} {floatToGoString(value.sum)}\n")
+                append(f"{name}_sum{plain} {go_float(value.sum)}\n")
         if openmetrics and sample.created is not None:
-            append(f"{name}_created{plain} {floatToGoString(sample.created)}\n")
+            append(f"{name}_created{plain} {go_float(sample.created)}\n")
     return "".join(out)
 
 

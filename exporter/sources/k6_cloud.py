@@ -36,6 +36,7 @@ import asyncio
 import json
 import logging
 import math
+import operator
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal, NotRequired
 
@@ -217,6 +218,9 @@ class K6CloudSource(Source[K6CloudConfig]):
         super().__init__(config, context)
         # Families are shared by every sample of one k6 metric name: build once.
         self._families: dict[tuple[str, str], Family] = {}
+        # Per run and metric id: its tags and their labels, reused while the
+        # tags stay the same (they do for a run's whole life).
+        self._tag_labels: dict[str, dict[str, tuple[dict[str, Any], Labels]]] = {}
 
     async def poll(self, target: Target) -> list[Sample]:
         run = target.id
@@ -266,7 +270,7 @@ class K6CloudSource(Source[K6CloudConfig]):
     async def _series_samples(self, run: str, metrics: list[K6Metric]) -> list[Sample]:
         by_id = {m.id: m for m in metrics}
         # Every stat of a metric carries the same tags: turn them into labels once.
-        tags = {m.id: tag_labels(m.tags or {}) for m in metrics}
+        tags = self._labels_of_tags(run, metrics)
         requests = []
         for metric_type, stats in self.config.stats.items():
             ids = [m.id for m in metrics if m.type == metric_type]
@@ -274,10 +278,11 @@ class K6CloudSource(Source[K6CloudConfig]):
                 for start in range(0, len(ids), self.config.series_batch_size):
                     requests.append(self._series(run, stat, ids[start:start + self.config.series_batch_size]))
         samples: list[Sample] = []
+        grids: dict[tuple[Any, ...], int] = {}
         for batch in await _bounded_gather(requests, limit=4):
             for serie in batch:
                 metric = by_id.get(serie["metric_id"])
-                sample = self._series_sample(run, metric, tags[metric.id], serie) if metric else None
+                sample = self._series_sample(run, metric, tags[metric.id], serie, grids) if metric else None
                 if sample is not None:
                     samples.append(sample)
         return samples
@@ -324,8 +329,10 @@ class K6CloudSource(Source[K6CloudConfig]):
 
     # --- conversion ---------------------------------------------------------
 
-    def _series_sample(self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie) -> Sample | None:
-        point = _newest(serie.get("values") or [])
+    def _series_sample(
+        self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie, grids: dict[tuple[Any, ...], int]
+    ) -> Sample | None:
+        point = _newest(serie.get("values") or [], grids)
         if point is None or point.get("value") is None:
             return None
         contains = metric.contains or ""
@@ -337,6 +344,19 @@ class K6CloudSource(Source[K6CloudConfig]):
             value,
             timestamp=_timestamp_or_none(point["timestamp"]),
         )
+
+    def _labels_of_tags(self, run: str, metrics: list[K6Metric]) -> dict[str, Labels]:
+        known = self._tag_labels.get(run, {})
+        fresh: dict[str, tuple[dict[str, Any], Labels]] = {}
+        for metric in metrics:
+            tags = metric.tags or {}
+            cached = known.get(metric.id)
+            fresh[metric.id] = cached if cached is not None and cached[0] == tags else (tags, tag_labels(tags))
+        self._tag_labels[run] = fresh  # metrics gone from the run go too
+        return {metric_id: labels for metric_id, (_, labels) in fresh.items()}
+
+    def forget(self, target: Target) -> None:
+        self._tag_labels.pop(target.id, None)
 
     def _family(self, name: str, metric_type: str, contains: str) -> Family:
         unit = UNIT_BY_CONTAINS.get(contains, "")
@@ -375,17 +395,26 @@ def _timestamp_or_none(value: str | float) -> float | None:
         return None
 
 
-def _newest(points: list[K6Point]) -> K6Point | None:
+_TIMESTAMP = operator.itemgetter("timestamp")
+
+
+def _newest(points: list[K6Point], grids: dict[tuple[Any, ...], int]) -> K6Point | None:
     """The point with the newest timestamp (the last of equals); unreadable
-    timestamps count as oldest."""
+    timestamps count as oldest. The series of one run share a time grid, so
+    the answer is kept per grid (`grids`, one poll's): a series costs a tuple
+    of its timestamps and a lookup, not a parse per point."""
     if not points:
         return None
-    return max(reversed(points), key=_moment)
+    stamps = tuple(map(_TIMESTAMP, points))
+    index = grids.get(stamps)
+    if index is None:
+        index = grids[stamps] = max(range(len(stamps) - 1, -1, -1), key=lambda i: _moment(stamps[i]))
+    return points[index]
 
 
-def _moment(point: K6Point) -> float:
+def _moment(stamp: str | float) -> float:
     try:
-        return parse_timestamp(point["timestamp"])
+        return parse_timestamp(stamp)
     except ValueError:
         return -math.inf
 

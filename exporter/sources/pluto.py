@@ -75,7 +75,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, SecretStr, model_validator
 
@@ -125,9 +125,9 @@ class PlutoConfig(SourceConfigBase):
 # --- upstream payloads ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One row of `/api/runs/metrics`, parsed."""
+class Point(NamedTuple):
+    """One row of `/api/runs/metrics`, parsed. A NamedTuple: a full read makes
+    ~10k of them, at a third of a frozen dataclass's cost."""
 
     log_name: str
     log_group: str

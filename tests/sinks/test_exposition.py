@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.utils import floatToGoString
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.metrics_core import Metric
@@ -22,7 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.sinks.exposition import Block, render_blocks
+from exporter.sinks.exposition import Block, go_float, render_blocks
 from exporter.store import Store, Stored
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(lambda n: not n.endswith("_") and "__" not in n)
@@ -193,3 +194,9 @@ def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_ord
         assert b"".join(live.parts(openmetrics, False)) == b"".join(fresh.parts(openmetrics, False))
         assert gzip.decompress(b"".join(live.parts(openmetrics, True)) or gzip.compress(b"")) == \
             b"".join(fresh.parts(openmetrics, False))
+
+
+@settings(max_examples=2000)
+@given(st.one_of(st.floats(), st.integers(-10**20, 10**20), st.sampled_from([1e6, 9999999.0, 1234567.5, 1e16, 0.0, -0.0])))
+def test_go_float_writes_what_prometheus_client_writes(value: float) -> None:
+    assert go_float(value) == floatToGoString(value)

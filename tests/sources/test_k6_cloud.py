@@ -6,15 +6,20 @@ what the simulator serves through its public API.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.k6_cloud import HOSTILE_URL, UNICODE_URL
+from exporter.sources.k6_cloud import _newest
+from exporter.timeparse import parse_timestamp
 from tests.conftest import exposition, k6_config, poll_once, samples_of, settings_from
 
 STATS = {"trend": ["avg", "0.95", "0.99", "max"], "counter": ["count", "rps"], "rate": ["rate"], "gauge": ["value"]}
@@ -175,3 +180,27 @@ def test_retired_endpoint_is_reported_as_such(
         (("reason", "retired"), ("source", "k6"), ("target", "103054"))] == 1
     lines = [r.getMessage() for r in caplog.records if "retired" in r.getMessage()]
     assert len(lines) == 1 and "deprecated" in lines[0]
+
+
+_STAMPS = st.sampled_from(["2026-05-28T20:24:15Z", "2026-05-28T20:24:30Z", "2026-05-28 20:24:30+00:00",
+                           "2026-05-28T20:24:00.123456789Z", "garbage", 1_779_999_000, 1_779_999_000_000.0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_STAMPS, max_size=5), max_size=6))
+def test_the_newest_point_is_the_last_of_the_latest_whatever_the_order(series: list[list[Any]]) -> None:
+    def reference(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+        best, best_time = None, -math.inf
+        for point in points:
+            try:
+                moment = parse_timestamp(point["timestamp"])
+            except ValueError:
+                moment = -math.inf
+            if best is None or moment >= best_time:
+                best, best_time = point, moment
+        return best
+
+    grids: dict[tuple[Any, ...], int] = {}  # shared, as within one poll
+    for stamps in series:
+        points = [{"timestamp": stamp, "value": float(i)} for i, stamp in enumerate(stamps)]
+        assert _newest(points, grids) is reference(points)  # type: ignore[arg-type]
