@@ -858,13 +858,18 @@ def parse_points(points: Any, aggregations: tuple[str, ...], where: str) -> dict
     if not isinstance(points, list):
         raise InvalidResponse(f"{where}: the points are not a list")
     buckets: dict[float, dict[str, float]] = {}
+    # A lone aggregation may come as "value" (the open-source server's shape).
+    fallback = len(aggregations) == 1
     for point in points:
-        if not isinstance(point, dict):
+        if type(point) is not dict and not isinstance(point, dict):
             raise InvalidResponse(f"{where}: a point is not an object")
-        values = buckets.setdefault(point_time(point, where), {})
+        start = point_time(point, where)
+        values = buckets.get(start)
+        if values is None:
+            values = buckets[start] = {}
         for aggregation in aggregations:
             raw = point.get(aggregation)
-            if raw is None and len(aggregations) == 1:
+            if raw is None and fallback:
                 raw = point.get("value")
             if type(raw) is float and math.isfinite(raw):  # the common case, without number()'s checks
                 values[aggregation] = raw
