@@ -1,8 +1,9 @@
-"""Benchmarks for issue #9: scrape cost, poll-path cost, scale, memory.
+"""Benchmarks for issue #9: memory, scrape cost, poll-path cost, OTLP encoding, scale.
 
-    make bench                      # everything, prints tables
-    python benchmarks/bench.py scrape --sizes 10000 100000
+    make bench                      # everything, each in its own process, prints tables
+    python benchmarks/bench.py scrape --sizes 10000 100000 --repeat 300
     python benchmarks/bench.py poll | otlp | scale --targets 1000 --minutes 3 | memory
+    BENCH_PROFILE=k6_cloud python benchmarks/bench.py poll   # where a source's poll goes
 
 Figures are measured, never asserted: each target line says "met" or "MISSED
 by …". Results go in docs/performance.md with the machine and date.
