@@ -40,17 +40,8 @@ import operator
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal, NotRequired
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    SecretStr,
-    TypeAdapter,
-    field_validator,
-    with_config,
-)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr, TypeAdapter,
+                      field_validator, with_config)
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from exporter.configtypes import SourceConfigBase
@@ -138,7 +129,6 @@ class K6Metric(_Payload):
 # straight from the body into TypedDicts (payloads.read_body). Lax float
 # validation takes numbers and numeric strings ("12.5", "NaN") alike, as the
 # API sends both; ids may be ints or strings and are kept as strings.
-@with_config(ConfigDict(coerce_numbers_to_str=True))
 class K6Point(TypedDict):
     timestamp: str | float
     value: NotRequired[float | None]

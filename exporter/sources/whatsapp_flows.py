@@ -51,25 +51,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, ClassVar, Literal, NotRequired
 from urllib.parse import quote
 
-from pydantic import (
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    TypeAdapter,
-    field_validator,
-    with_config,
-)
+from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, TypeAdapter, field_validator, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from exporter.configtypes import Duration, SourceConfigBase
-from exporter.errors import (
-    EndpointRetired,
-    InvalidResponse,
-    PollError,
-    UpstreamHTTPError,
-    reason_for_status,
-)
+from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
 from exporter.ledgers import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
 from exporter.payloads import coded_error, read_body
