@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import functools
-import json
 import logging
 import random
 import time
@@ -30,6 +29,7 @@ import httpx
 from exporter import __version__
 from exporter.configtypes import HttpConfig
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
+from exporter.payloads import decode_json
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class HttpClient:
         """Send with retries and return the decoded JSON body."""
         body = await self.request(method, path, params=params, json_body=json_body, classify=classify)
         try:
-            return json.loads(body)
+            return decode_json(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidResponse(f"{method} {path}: body is not JSON ({exc})") from None
 

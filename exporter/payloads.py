@@ -8,6 +8,11 @@
   `json.loads` + BaseModel instances cost 4-5x (benchmarks/bench.py poll);
 - `list_field`: a list under a key of an object, or `InvalidResponse`;
 - `json_or_none`: an error body decoded if it is JSON (proxies send HTML);
+- `without_lone_surrogates`: JSON may escape half of a UTF-16 pair
+  (`"\ud800"`, what a JavaScript string cut mid-character serialises to; k6
+  tags come from JavaScript). Such a string cannot be written as UTF-8, so the
+  exposition and OTLP could not carry it: it becomes U+FFFD here, at the
+  edge, in both decoding paths;
 - `coded_error`: the `{"error": {"code": <int>, ...}}` envelope k6 and the
   Graph API share. Only the vendor's own envelope carries a numeric `code`; a
   proxy's or load balancer's error page must not be read as the vendor speaking.
@@ -37,7 +42,45 @@ def read_body(adapter: TypeAdapter[T], body: bytes, what: str) -> T:
     try:
         return adapter.validate_json(body)
     except ValidationError as exc:
+        # pydantic-core refuses lone surrogate escapes as invalid JSON; the
+        # standard library reads them, and they are cleaned like any other.
+        if exc.errors()[0]["type"] != "json_invalid" or not has_surrogate_escapes(body):
+            raise _invalid(exc, what) from None
+    try:
+        data = decode_json(body)
+    except ValueError as exc:
+        raise InvalidResponse(f"{what}: body is not JSON ({exc})") from None
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
         raise _invalid(exc, what) from None
+
+
+def decode_json(body: bytes) -> Any:
+    """`json.loads`, with lone surrogates replaced (see the module docstring).
+    Raises ValueError (or UnicodeDecodeError) when the body is not JSON."""
+    payload = json.loads(body)
+    return without_lone_surrogates(payload) if has_surrogate_escapes(body) else payload
+
+
+def has_surrogate_escapes(body: bytes) -> bool:
+    # Two memchr-speed scans; true for valid escaped pairs (emoji) too, which
+    # only costs the walk below.
+    return b"\\ud" in body or b"\\uD" in body
+
+
+def without_lone_surrogates(data: Any) -> Any:
+    if isinstance(data, str):
+        try:
+            data.encode()
+        except UnicodeEncodeError:
+            return data.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return data
+    if isinstance(data, list):
+        return [without_lone_surrogates(item) for item in data]
+    if isinstance(data, dict):
+        return {without_lone_surrogates(key): without_lone_surrogates(value) for key, value in data.items()}
+    return data
 
 
 def _invalid(exc: ValidationError, what: str) -> InvalidResponse:
@@ -56,7 +99,7 @@ def list_field(payload: Any, key: str, what: str) -> list[Any]:
 
 def json_or_none(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return decode_json(body)
     except (ValueError, UnicodeDecodeError):
         return None
 

@@ -101,19 +101,19 @@ class Runner:
         try:
             async with asyncio.timeout(source.config.poll_timeout):
                 samples = await source.poll(target)
+            unique = self._bounded(source, target, samples)
+            blocks = await render_off_loop(unique)
         except PollError as exc:
             self._failed(status, exc.reason, exc.message)
         except TimeoutError:
             self._failed(status, "timeout", f"poll did not finish within {source.config.poll_timeout:g}s")
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a bug in a source must not stop the others
+        except Exception as exc:  # a bug in a source (or in rendering) must not stop the others
             log.exception("poll of %s/%s crashed", source.name, target.id,
                           extra={"source": source.name, "target": target.id})
             self._failed(status, "internal", f"{type(exc).__name__}: {exc}", logged=True)
         else:
-            unique = self._bounded(source, target, samples)
-            blocks = await render_off_loop(unique)
             self._succeeded(status, source, unique, blocks)
             return True
         finally:

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from exporter.app import App
+from exporter.model import Family, Kind, Sample
 from exporter.simulator import Fault, Simulator
+from exporter.sources.base import Target
+from exporter.sources.k6_cloud import K6CloudSource
 from tests.conftest import exposition, k6_config, samples_of, settings_from
 
 UP = "apimetrics_target_up"
@@ -155,3 +158,23 @@ def test_failure_logged_once_and_recovery_logged(
     simulator.clear_faults()
     assert polls.poll("103054")
     assert any("recovered after 3 failed poll(s)" in r.getMessage() for r in caplog.records)
+
+
+class _Unrenderable(K6CloudSource):
+    """A source whose sample cannot be written as UTF-8 (half a UTF-16 pair):
+    what a bug past the edge's cleaning would hand the runner."""
+
+    async def poll(self, target: Target) -> list[Sample]:
+        return [Sample(Family("broken", Kind.GAUGE, "Broken."), (("v", "\ud800"),), 1.0)]
+
+
+def test_a_poll_that_cannot_be_rendered_fails_as_internal_and_keeps_the_snapshot(
+    simulator: Simulator, polls: Polls
+) -> None:
+    assert polls.poll("103054")
+    source, target = next((s, t) for s, t in polls.app.targets if t.id == "103054")
+    broken = _Unrenderable(source.config, source.context)
+    assert polls.loop.run_until_complete(polls.app.runner.poll(broken, target)) is False  # never raises
+    assert up(polls.app, "103054") == 0
+    assert errors(polls.app, "103054", "internal") == 1
+    assert samples_of(exposition(polls.app), "k6_vus")  # the previous snapshot is still served

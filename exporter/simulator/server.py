@@ -5,7 +5,7 @@ serves every source: a source's simulated base URL is `{url}/{prefix}`.
 
 Control endpoints, for tests and demos (JSON):
 
-    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated",
+    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate",
                              "times": 1, "status": 503, "retry_after": 1, "delay": 0.5}
     DELETE /_sim/faults
     GET    /_sim/requests   every request received (Authorization redacted)
@@ -72,8 +72,12 @@ class Fault:
     status: int = 503
     retry_after: float | None = None
     delay: float = 0.0
+    key: str | None = None  # lone_surrogate: the JSON key whose string values are cut
 
-    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated")
+    # lone_surrogate: the string values of `key` in the real answer (all of
+    # them without a key) end with the escape of half a UTF-16 pair
+    # (`"...\\ud800"`), as a JavaScript string cut mid-character serialises.
+    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -275,6 +279,9 @@ class _Handler(BaseHTTPRequestHandler):
         payload = response.encoded()
         if fault is not None and fault.kind == "malformed":
             payload = b'{"this is": not json' + payload[:20]
+        if fault is not None and fault.kind == "lone_surrogate":
+            key = rb'"[^"]*"' if fault.key is None else json.dumps(fault.key).encode()
+            payload = re.sub(rb"(" + key + rb': "(?:[^"\\]|\\.)*)"', rb'\1\\ud800"', payload)
         self.send_response(response.status)
         self.send_header("Content-Type", response.headers.pop("Content-Type", "application/json"))
         for name, value in response.headers.items():

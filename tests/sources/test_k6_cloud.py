@@ -204,3 +204,20 @@ def test_the_newest_point_is_the_last_of_the_latest_whatever_the_order(series: l
     for stamps in series:
         points = [{"timestamp": stamp, "value": float(i)} for i, stamp in enumerate(stamps)]
         assert _newest(points, grids) is reference(points)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("path", "key", "label"), [
+    ("/metrics\\?", "url", "url"),            # a tag (json.loads path)
+    ("/series\\?", "method", "stat"),         # a series (pydantic-core path)
+    ("/thresholds\\?", "name", "threshold"),
+])
+def test_lone_surrogates_upstream_become_replacement_characters(
+    simulator: Simulator, tmp_path: Path, path: str, key: str, label: str,
+) -> None:
+    """Half a UTF-16 pair (`"\\ud800"`) cannot be written as UTF-8: it becomes
+    U+FFFD, the poll succeeds and /metrics stays valid UTF-8."""
+    simulator.inject(Fault(path=path, kind="lone_surrogate", key=key, times=100))
+    app, ok = poll_once(settings_from(tmp_path, k6_config(simulator, [103054])))
+    assert ok
+    text = exposition(app)  # decoding checks it is valid UTF-8
+    assert re.search(f'{label}="[^"]*\ufffd"', text)
