@@ -56,8 +56,9 @@ def freeze_startup_heap() -> None:
     process, yet every full (generation 2) collection walked them again: a
     15-25 ms pause every ten or so k6 polls (`benchmarks/bench.py poll`).
     After `gc.freeze()` full collections only walk what polls allocated
-    since. The daemon calls this once, after `App.start()`; tests that build
-    many apps in one process do not."""
+    since. The daemon calls this after `App.start()` and each reload (which
+    unfreezes first, so that what it drops can be collected); tests that
+    build many apps in one process do not."""
     gc.collect()
     gc.freeze()
 
@@ -149,6 +150,19 @@ class App:
         """Re-read the config file; apply it if valid. Sources whose config is
         unchanged keep their targets, snapshots, counters and schedule; removed
         ones disappear; new or changed ones start. Returns the error, or None."""
+        # The daemon froze its start-up heap: what a reload drops (sources,
+        # their HTTP clients) must be collectable again, so unfreeze, and
+        # freeze what is then alive once the reload is done.
+        frozen = gc.get_freeze_count() > 0
+        if frozen:
+            gc.unfreeze()
+        try:
+            return await self._reload()
+        finally:
+            if frozen:
+                freeze_startup_heap()
+
+    async def _reload(self) -> str | None:
         from exporter.config import ConfigError, load_settings
 
         try:
