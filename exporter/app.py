@@ -329,5 +329,6 @@ class App:
     def _expired(self, snapshot: Stored) -> None:
         self.metrics.snapshots_expired.labels(snapshot.source, snapshot.target).inc()
         self.metrics.target_series.labels(snapshot.source, snapshot.target).set(0)
+        self.runner.publish_self(snapshot.source, snapshot.target)
         log.warning("dropped the snapshot of %s/%s: no successful poll for %.0fs (max_staleness)",
                     snapshot.source, snapshot.target, self.clock() - snapshot.taken_at)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,10 @@ from exporter.sinks.exposition import Block, render_blocks
 from exporter.store import Snapshot, Store, Stored
 
 log = logging.getLogger(__name__)
+
+# Store key prefix of a target's own series (`apimetrics_target_up`…), kept
+# apart from its vendor series: they change on failures too.
+SELF = "\x00"
 
 
 @dataclass
@@ -79,15 +84,26 @@ class Runner:
     def add(self, source: Source, target: Target) -> None:
         self.status[(source.name, target.id)] = TargetStatus(source.name, target.id, source.config.interval)
         self.metrics.add_target(source.name, target.id, source.extra_reasons)
+        self.publish_self(source.name, target.id)
 
     def remove(self, source: str, target: str) -> None:
         self.status.pop((source, target), None)
         self.budget.forget((source, target))
         self.store.drop(source, target)
+        self.store.drop(SELF + source, target)
         self.metrics.remove_target(source, target)
+
+    def publish_self(self, source: str, target: str) -> None:
+        """Render the target's own series into the store after they changed,
+        so that a scrape never renders them (see selfmetrics.py)."""
+        if (source, target) not in self.status:
+            return  # removed meanwhile
+        blocks = render_blocks(self.metrics.target_samples(source, target))
+        self.store.put(Stored(SELF + source, target, tuple(blocks), 0.0, math.inf))
 
     def overrun(self, source: str, target: str) -> None:
         self.metrics.poll_overruns.labels(source, target).inc()
+        self.publish_self(source, target)
         log.warning("poll of %s/%s skipped: the previous poll is still running", source, target,
                     extra={"source": source, "target": target})
 
@@ -120,6 +136,7 @@ class Runner:
             status.running = False
             status.polls += 1
             self.metrics.poll_duration.labels(source.name, target.id).observe(time.monotonic() - started)
+            self.publish_self(source.name, target.id)
         return False
 
     def _bounded(self, source: Source, target: Target, samples: list[Sample]) -> tuple[Sample, ...]:
@@ -148,6 +165,8 @@ class Runner:
         self.metrics.count_error(source, target, error.reason)
         if status is None:
             return
+        if not status.running:  # during a poll, the poll's end publishes
+            self.publish_self(source, target)
         fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
         status.partial_now.add(error.reason)
         log.log(logging.WARNING if fresh else logging.DEBUG, "poll of %s/%s: partial failure (%s): %s",

@@ -173,7 +173,9 @@ def documented_families() -> set[Family]:
 def self_families() -> set[Family]:
     app = App(load_settings(REPO / "exporter.toml", environ={}))
     kinds = {"gauge": Kind.GAUGE, "counter": Kind.COUNTER, "histogram": Kind.HISTOGRAM, "summary": Kind.SUMMARY}
-    return {Family(m.name, kinds[m.type], m.documentation, m.unit) for m in app.registry.collect()}
+    families = {Family(m.name, kinds[m.type], m.documentation, m.unit) for m in app.registry.collect()}
+    app.metrics.add_target("source", "target")  # the per-target ones live in the target's registry
+    return families | {sample.family for sample in app.metrics.target_samples("source", "target")}
 
 
 # Kinds no landed source has yet, with every unit suffix a family may carry.
