@@ -178,3 +178,10 @@ def test_a_poll_that_cannot_be_rendered_fails_as_internal_and_keeps_the_snapshot
     assert up(polls.app, "103054") == 0
     assert errors(polls.app, "103054", "internal") == 1
     assert samples_of(exposition(polls.app), "k6_vus")  # the previous snapshot is still served
+
+
+def test_an_overrun_shows_at_once_without_a_poll(polls: Polls) -> None:
+    polls.app.runner.overrun("k6", "103054")
+    overruns = samples_of(exposition(polls.app), "apimetrics_poll_overruns_total")
+    assert overruns[(("source", "k6"), ("target", "103054"))] == 1
+    assert overruns[(("source", "k6"), ("target", "103055"))] == 0
