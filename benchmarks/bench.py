@@ -220,7 +220,8 @@ def bench_poll(rounds: int) -> None:
     The whole poll over loopback HTTP is printed beside it for context."""
     from exporter.runner import render_off_loop
 
-    port, now = _free_port(), float(int(time.time()))
+    # A fixed instant (the tests' one): the simulated answers, and so the figures, repeat run after run.
+    port, now = _free_port(), 1_780_000_000.0
     sim = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--listen", f"127.0.0.1:{port}",
                             "--freeze-time", str(now)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

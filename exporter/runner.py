@@ -162,9 +162,9 @@ class Runner:
         Flux metric, one WhatsApp metric refused for lack of data) while the
         rest was. Counted under its reason; the target stays up."""
         status = self.status.get((source, target))
-        self.metrics.count_error(source, target, error.reason)
         if status is None:
-            return
+            return  # the target was removed meanwhile
+        self.metrics.count_error(source, target, error.reason)
         if not status.running:  # during a poll, the poll's end publishes
             self.publish_self(source, target)
         fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
