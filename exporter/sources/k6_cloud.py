@@ -398,15 +398,10 @@ def _newest(points: list[K6Point], grids: dict[tuple[Any, ...], int]) -> K6Point
     stamps = tuple(map(_TIMESTAMP, points))
     index = grids.get(stamps)
     if index is None:
-        index = grids[stamps] = max(range(len(stamps) - 1, -1, -1), key=lambda i: _moment(stamps[i]))
+        moments = [_timestamp_or_none(stamp) for stamp in stamps]
+        index = grids[stamps] = max(range(len(stamps) - 1, -1, -1),
+                                    key=lambda i: -math.inf if moments[i] is None else moments[i])
     return points[index]
-
-
-def _moment(stamp: str | float) -> float:
-    try:
-        return parse_timestamp(stamp)
-    except ValueError:
-        return -math.inf
 
 
 async def _bounded_gather(coroutines: Iterable[Any], limit: int) -> list[Any]:
