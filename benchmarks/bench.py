@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.model import Family, Kind, Sample  # noqa: E402
-from exporter.sinks.exposition import render_blocks  # noqa: E402
-from exporter.store import Store, Stored  # noqa: E402
+from exporter.sinks.prometheus.blocks import render_blocks  # noqa: E402
+from exporter.sinks.prometheus.store import Store  # noqa: E402
 
 FAMILIES, TARGETS = 100, 1000
 SCRAPER_TEXT = {"Accept": "text/plain;version=0.0.4", "Accept-Encoding": "identity"}
@@ -77,7 +77,7 @@ def synthetic_samples(series: int) -> Iterator[tuple[str, list[Sample]]]:
 def build_store(series: int) -> Store:
     store = Store()
     for target, samples in synthetic_samples(series):
-        store.put(Stored("bench", target, tuple(render_blocks(samples)), time.time(), 1e9))
+        store.put(("bench", target, 0), render_blocks(samples))
     return store
 
 
@@ -99,10 +99,16 @@ class StockCollector(Collector):
 
 
 class _View:
+    """What the web server needs of the app: a Prometheus sink over the store."""
+
     def __init__(self, store: Store) -> None:
-        self.store = store
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.clock = time.time
+        from exporter.sinks.prometheus import PrometheusSink
+
+        self.sink = PrometheusSink(CollectorRegistry(auto_describe=False))
+        self.sink.store = store
+
+    def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
+        return self.sink.body(accept, accept_encoding)
 
     def statuses(self) -> list[object]:
         return []
@@ -166,10 +172,11 @@ def bench_scrape(sizes: list[int], repeat: int) -> None:
         # A poll between two scrapes: one target's blocks are swapped in again.
         # Every target has a block in every family here, so each family's
         # cached body is joined again by the scrape (the worst case).
-        one_target = store._targets[next(iter(store._targets))]  # noqa: SLF001 - benchmark instrumentation
+        one_key = next(iter(store._blocks))  # noqa: SLF001 - benchmark instrumentation
+        one_target = store._blocks[one_key]  # noqa: SLF001
         results["changed"] = []
         for _ in range(n):
-            store.put(one_target)  # the poll, not timed
+            store.put(one_key, one_target)  # the poll, not timed
             results["changed"] += timed(lambda: raw_get(server.port, SCRAPER_TEXT), 1)
         server.stop()
         parts = store.parts(openmetrics=False, compressed=False)
@@ -214,11 +221,11 @@ def bench_poll(rounds: int) -> None:
     against json.loads of the same bodies (the floor the issue names).
 
     Each source polls the simulator (another process) once while the HTTP
-    client's `gate` seam records every response; then the same responses are
-    replayed through the gate, so the timed path is exactly body -> JSON ->
+    client's per-attempt seam (`HttpClient._attempt`) records every response;
+    then the same responses are replayed through it, so the timed path is exactly body -> JSON ->
     payload models -> samples -> rendered blocks, with no socket or httpx work.
     The whole poll over loopback HTTP is printed beside it for context."""
-    from exporter.runner import render_off_loop
+    from exporter.sinks.prometheus.blocks import render_blocks
 
     # A fixed instant (the tests' one): the simulated answers, and so the figures, repeat run after run.
     port, now = _free_port(), 1_780_000_000.0
@@ -232,7 +239,7 @@ def bench_poll(rounds: int) -> None:
         print("|---|---:|---:|---:|---:|---:|---:|")
         notes = []
         for source_config in _poll_sources(base):
-            row = _poll_row(source_config, rounds, render_off_loop, now)
+            row = _poll_row(source_config, rounds, render_blocks, now)
             name, requests, count, per_k, floor_k, http_k = row
             ratio = per_k / floor_k if floor_k else float("inf")
             print(f"| {name} | {requests} | {count} | {per_k:.2f} | {floor_k:.2f} | {ratio:.1f}x | {http_k:.1f} |")
@@ -248,7 +255,7 @@ def bench_poll(rounds: int) -> None:
 def _poll_row(source_config: dict[str, object], rounds: int,
               render: Callable[..., Any], now: float) -> tuple[str, int, int, float, float, float]:
     from exporter.app import App, freeze_startup_heap
-    from exporter.config import Settings
+    from exporter.app.settings import Settings
 
     # The exporter's clock is frozen with the simulator's, so every poll asks
     # for the same windows and the replayed answers match.
@@ -263,25 +270,26 @@ def _poll_row(source_config: dict[str, object], rounds: int,
     if source.discovers:
         loop.run_until_complete(app.discover(source))
     target = next(t for s, t in app.targets if s is source)
-    inner = source.http.gate
+    # The seam: every attempt of the source's HTTP client (budget included).
+    inner = source.http._attempt  # noqa: SLF001 - benchmark instrumentation
     recorded: dict[str, Any] = {}
 
-    async def record(send: Any) -> Any:
-        sent = await (send() if inner is None else inner(send))
-        recorded[repr(send.args)] = sent
+    async def record(*args: Any) -> Any:
+        sent = await inner(*args)
+        recorded[repr(args)] = sent
         return sent
 
-    async def replay(send: Any) -> Any:
-        return recorded[repr(send.args)]
+    async def replay(*args: Any) -> Any:
+        return recorded[repr(args)]
 
     async def one() -> int:
         if cold:
             source.forget(target)
         samples = await source.poll(target)
-        await render(tuple(samples))
+        render(tuple(samples))
         return len(samples)
 
-    source.http.gate = record
+    source.http._attempt = record  # type: ignore[method-assign]
     loop.run_until_complete(one())  # warm: first-poll state, ledgers
     recorded.clear()  # incremental sources ask for less after the first poll
     freeze_startup_heap()  # as the daemon does after start-up
@@ -291,7 +299,7 @@ def _poll_row(source_config: dict[str, object], rounds: int,
         count = loop.run_until_complete(one())
         http_rounds.append(time.process_time() - start)
     http_cpu = statistics.median(http_rounds)
-    source.http.gate = replay
+    source.http._attempt = replay  # type: ignore[method-assign]
     rounds_cpu = []
     profile = _profiler(source.type)
     for _ in range(rounds):
@@ -359,7 +367,7 @@ def bench_scale(targets: int, minutes: float) -> None:
     try:
         _wait(f"http://127.0.0.1:{port}/_sim/requests")
         from exporter.app import App, freeze_startup_heap
-        from exporter.config import Settings
+        from exporter.app.settings import Settings
         from exporter.simulator import SIMULATOR_TOKEN
 
         settings = Settings(server={"listen": f"127.0.0.1:{listen}"}, sources=[{
@@ -375,8 +383,8 @@ def bench_scale(targets: int, minutes: float) -> None:
             app = App(settings)
             await app.start()
             freeze_startup_heap()  # as the daemon does
-            assert app._scheduler is not None
-            app._scheduler._scheduler.add_listener(  # noqa: SLF001 - benchmark instrumentation
+            assert app.poller is not None
+            app.poller._scheduler.add_listener(  # noqa: SLF001 - benchmark instrumentation
                 lambda e: lags.extend(time.time() - t.timestamp() for t in e.scheduled_run_times),
                 EVENT_JOB_SUBMITTED)
             await asyncio.sleep(10)  # the jittered first polls
@@ -417,10 +425,10 @@ def bench_otlp(series: int, repeat: int) -> None:
     default size, with each series encoded a second time (the next poll)."""
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 
-    from exporter.otlpconfig import OtlpConfig
-    from exporter.sinks.otlp_encode import build_resource, encode, new_points, scope
-    from exporter.sinks.otlp_transport import Encoded
-    from exporter.sinks.otlp_wire import WireEncoder
+    from exporter.sinks.otlp.config import OtlpConfig
+    from exporter.sinks.otlp.points import build_resource, encode, new_points, scope
+    from exporter.sinks.otlp.transport import Encoded
+    from exporter.sinks.otlp.wire import WireEncoder
 
     resource, instrumentation = build_resource({}, {}, "bench:9687", "bench"), scope("bench")
     batch_size = OtlpConfig().max_batch_points

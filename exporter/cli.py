@@ -13,10 +13,18 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from exporter import __version__
-from exporter.config import ConfigError, Settings, load_settings, resolve_config_path
+from exporter.app.settings import Settings, load_settings
+from exporter.config.load import ConfigError, resolve_config_path
 from exporter.logs import setup_logging
+
+if TYPE_CHECKING:
+    from exporter.app import App
 
 log = logging.getLogger("exporter")
 
@@ -88,10 +96,28 @@ def targets_table(settings: Settings) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def simulator_for(settings: Settings) -> Iterator[str | None]:
+    """The built-in simulator when `[simulator] enabled`: its URL, else None."""
+    if not settings.simulator.enabled:
+        yield None
+        return
+    from exporter.simulator import Simulator
+
+    sim = settings.simulator
+    with Simulator(sim.listen, seed=sim.seed, freeze_time=sim.freeze_time) as simulator:
+        log.info("simulator serving the vendor APIs on %s", simulator.url)
+        yield simulator.url
+
+
 async def once(settings: Settings) -> int:
     from exporter.app import App
 
-    app = App(settings)
+    with simulator_for(settings) as simulator_url:
+        return await _once(App(settings, simulator_url=simulator_url))
+
+
+async def _once(app: App) -> int:
     app.build()
     try:
         ok = await app.poll_all()
@@ -103,13 +129,19 @@ async def once(settings: Settings) -> int:
 
 
 async def run(settings: Settings, config_path: str | None = None) -> int:
-    from exporter.app import App, freeze_startup_heap
+    from exporter.app import App
+
+    with simulator_for(settings) as simulator_url:
+        return await _run(App(settings, config_path=config_path, simulator_url=simulator_url))
+
+
+async def _run(app: App) -> int:
+    from exporter.app import freeze_startup_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = App(settings, config_path=config_path)
     reloads: set[asyncio.Task[str | None]] = set()
 
     def reload() -> None:

@@ -1,16 +1,32 @@
-"""Neutral samples: what a source returns and what every sink consumes.
+"""Neutral data: what a source returns, what the runner hands to every sink.
 
 A source never builds Prometheus or OTLP objects; it returns `Sample`s that name
 a `Family` (name, kind, help, unit) and carry labels, a value and, where the
-vendor gives one, the vendor's own timestamp. Sinks translate from here.
+vendor gives one, the vendor's own timestamp. After each poll (and whenever a
+target's own state changes) the runner wraps them in a `Snapshot`; sinks
+translate from there.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 Labels = tuple[tuple[str, str], ...]
+# One series: its family name and its labels, in the order the source gave them.
+SeriesKey = tuple[str, Labels]
+
+
+class TargetKey(NamedTuple):
+    """One unit of polling: a source (by name) and one of its targets."""
+
+    source: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.source}/{self.target}"
 
 
 class Kind(StrEnum):
@@ -78,3 +94,30 @@ class Sample:
 def labels(**pairs: str) -> Labels:
     """Labels from keyword arguments, in the order given."""
     return tuple(pairs.items())
+
+
+class Change(StrEnum):
+    """Why a snapshot was taken."""
+
+    POLLED = "polled"  # a successful poll: `samples` are the target's vendor series now
+    STATUS = "status"  # only the target's own series changed (added, failed, overrun, partial error)
+    EXPIRED = "expired"  # no successful poll within max_staleness: its vendor series are gone
+    REMOVED = "removed"  # the target left the config or its upstream list: everything of it goes
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A target's state as handed to every sink.
+
+    `own` always holds the target's own series (`apimetrics_target_up`…, built
+    from its status); `samples` its vendor series, only after a successful
+    poll. `version` grows with every snapshot the runner takes: a sink fed from
+    several threads keeps the newest and ignores an older one arriving late."""
+
+    key: TargetKey
+    change: Change
+    version: int
+    own: tuple[Sample, ...] = ()
+    samples: tuple[Sample, ...] = ()
+    taken_at: float = 0.0
+    max_staleness: float = math.inf

@@ -1,40 +1,45 @@
-"""Poll one target: call its source, record the outcome, swap its snapshot.
+"""Poll one target: call its source, record the outcome, hand a snapshot to every sink.
 
 A failing poll never escapes: every exception maps to a `reason` on
-`apimetrics_poll_errors_total`, the previous snapshot stays (until it expires),
-and other targets go on. A failure is logged once when it starts or changes
-reason, at DEBUG while it repeats, and the recovery once at INFO, so a target
-down for a day does not flood the logs.
+`apimetrics_poll_errors_total`, the previous vendor series stay (until
+`max_staleness`), and other targets go on. A failure is logged once when it
+starts or changes reason, at DEBUG while it repeats, and the recovery once at
+INFO, so a target down for a day does not flood the logs.
+
+Every change of a target (a successful poll, a failure, an overrun, an
+expiry, its removal) becomes one `Snapshot` handed to every sink. The runner
+imports no sink: it knows them only as `Sink.publish`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
+from exporter.config.limits import LimitsConfig
 from exporter.errors import PollError
-from exporter.ledgers import Ledgers
-from exporter.limits import LimitsConfig, SeriesBudget, truncate_labels
-from exporter.model import Family, Sample
-from exporter.selfmetrics import SelfMetrics
+from exporter.ledger.registry import Ledgers
+from exporter.limits import SeriesCap, truncate_labels
+from exporter.model import Change, Family, Sample, Snapshot, TargetKey
+from exporter.selfmetrics import TargetStats, target_samples
+from exporter.sinks import Sink
 from exporter.sources.base import Source, Target
-from exporter.sinks.exposition import Block, render_blocks
-from exporter.store import Snapshot, Store, Stored
 
 log = logging.getLogger(__name__)
 
-# Store key prefix of a target's own series (`apimetrics_target_up`…), kept
-# apart from its vendor series: they change on failures too.
-SELF = "\x00"
+# From this many samples on, a snapshot is handed to the sinks from a worker
+# thread: converting it (rendering, OTLP points) takes milliseconds, which
+# would stall the polls of every other target on the event loop.
+PUBLISH_IN_THREAD = 2000
 
 
 @dataclass
 class TargetStatus:
-    """What the landing page and /readyz show about one target."""
+    """What the status page, /readyz and the target's own series show of one target."""
 
     source: str
     target: str
@@ -43,14 +48,21 @@ class TargetStatus:
     last_success: float | None = None
     reason: str | None = None
     message: str = ""
-    series: int = 0
     polls: int = 0
     failures: int = 0
+    stats: TargetStats = field(default_factory=TargetStats, repr=False)
     running: bool = field(default=False, repr=False)
+    # The vendor series of the last successful poll are served until this time
+    # (last success + max_staleness); None while none are.
+    live_until: float | None = field(default=None, repr=False)
     # Reasons of partial problems (reported by the source, poll still succeeded)
     # in the previous and the current poll: a reason is logged when it appears.
     partial_before: set[str] = field(default_factory=set, repr=False)
     partial_now: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def key(self) -> TargetKey:
+        return TargetKey(self.source, self.target)
 
     @property
     def tried(self) -> bool:
@@ -60,168 +72,198 @@ class TargetStatus:
     def up(self) -> bool:
         return self.tried and self.reason is None
 
+    @property
+    def series(self) -> int:
+        return self.stats.series
+
 
 class Runner:
     def __init__(
         self,
-        store: Store,
-        metrics: SelfMetrics,
+        sinks: Sequence[Sink],
         ledgers: Ledgers,
         clock: Callable[[], float] = time.time,
         limits: LimitsConfig | None = None,
     ) -> None:
-        self.store = store
-        self.metrics = metrics
+        self.sinks = list(sinks)
         self.ledgers = ledgers
         self.limits = limits or LimitsConfig()
-        self.budget = SeriesBudget(self.limits.max_series)
+        self.series_cap = SeriesCap(self.limits.max_series)
         self.clock = clock
-        self.status: dict[tuple[str, str], TargetStatus] = {}
-        # Called with every new snapshot, after it is stored (the OTLP sink
-        # listens here). A listener must not block: it runs on the event loop.
-        self.listeners: list[Callable[[Snapshot], None]] = []
+        self.status: dict[TargetKey, TargetStatus] = {}
+        self._versions = itertools.count(1)
+
+    # --- targets coming and going -----------------------------------------------------------
 
     def add(self, source: Source, target: Target) -> None:
-        self.status[(source.name, target.id)] = TargetStatus(source.name, target.id, source.config.interval)
-        self.metrics.add_target(source.name, target.id, source.extra_reasons)
-        self.publish_self(source.name, target.id)
+        status = TargetStatus(source.name, target.id, source.interval, stats=TargetStats.starting(source.extra_reasons))
+        self.status[status.key] = status
+        self._publish_now(status, Change.STATUS)
 
-    def remove(self, source: str, target: str) -> None:
-        self.status.pop((source, target), None)
-        self.budget.forget((source, target))
-        self.store.drop(source, target)
-        self.store.drop(SELF + source, target)
-        self.metrics.remove_target(source, target)
+    def remove(self, key: TargetKey) -> None:
+        status = self.status.pop(key, None)
+        self.series_cap.forget(key)
+        if status is not None:
+            self._deliver(Snapshot(key, Change.REMOVED, next(self._versions)))
 
-    def publish_self(self, source: str, target: str) -> None:
-        """Render the target's own series into the store after they changed,
-        so that a scrape never renders them (see selfmetrics.py)."""
-        if (source, target) not in self.status:
-            return  # removed meanwhile
-        blocks = render_blocks(self.metrics.target_samples(source, target))
-        self.store.put(Stored(SELF + source, target, tuple(blocks), 0.0, math.inf))
+    # --- what happens to a target between polls ---------------------------------------------
 
-    def overrun(self, source: str, target: str) -> None:
-        self.metrics.poll_overruns.labels(source, target).inc()
-        self.publish_self(source, target)
-        log.warning("poll of %s/%s skipped: the previous poll is still running", source, target,
-                    extra={"source": source, "target": target})
+    def overrun(self, key: TargetKey) -> None:
+        status = self.status.get(key)
+        if status is None:
+            return
+        status.stats.overruns += 1
+        self._publish_now(status, Change.STATUS)
+        log.warning("poll of %s skipped: the previous poll is still running", key,
+                    extra={"source": key.source, "target": key.target})
 
-    async def poll(self, source: Source, target: Target) -> bool:
-        """One poll of one target; True on success. Never raises (but on cancel)."""
-        status = self.status[(source.name, target.id)]
-        status.running = True
-        status.partial_before, status.partial_now = status.partial_now, set()
-        started = time.monotonic()
-        status.last_attempt = self.clock()
-        try:
-            async with asyncio.timeout(source.config.poll_timeout):
-                samples = await source.poll(target)
-            unique = self._bounded(source, target, samples)
-            blocks = await render_off_loop(unique)
-        except PollError as exc:
-            self._failed(status, exc.reason, exc.message)
-        except TimeoutError:
-            self._failed(status, "timeout", f"poll did not finish within {source.config.poll_timeout:g}s")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug in a source (or in rendering) must not stop the others
-            log.exception("poll of %s/%s crashed", source.name, target.id,
-                          extra={"source": source.name, "target": target.id})
-            self._failed(status, "internal", f"{type(exc).__name__}: {exc}", logged=True)
-        else:
-            self._succeeded(status, source, unique, blocks)
-            return True
-        finally:
-            status.running = False
-            status.polls += 1
-            self.metrics.poll_duration.labels(source.name, target.id).observe(time.monotonic() - started)
-            self.publish_self(source.name, target.id)
-        return False
-
-    def _bounded(self, source: Source, target: Target, samples: list[Sample]) -> tuple[Sample, ...]:
-        """Samples within the label-length and series caps; what was cut is
-        counted and logged once per poll."""
-        where = f"{source.name}/{target.id}"
-        samples, cut = truncate_labels(samples, self.limits.max_label_bytes)
-        if cut:
-            self.metrics.labels_truncated.labels(source.name, target.id).inc(cut)
-            log.warning("%s: %d label value(s) longer than %d bytes were truncated", where, cut,
-                        self.limits.max_label_bytes, extra={"source": source.name, "target": target.id})
-        kept, dropped = self.budget.admit((source.name, target.id), deduplicate(samples, where),
-                                          source.config.max_series)
-        if dropped:
-            self.metrics.series_dropped.labels(source.name, target.id).inc(dropped)
-            log.warning("%s: %d new series dropped: max_series reached (target %d, all targets %d)", where,
-                        dropped, source.config.max_series, self.limits.max_series,
-                        extra={"source": source.name, "target": target.id})
-        return kept
+    def expire(self, now: float | None = None) -> None:
+        """Drop the vendor series of targets with no successful poll within
+        their max_staleness: stale data is never served as fresh forever."""
+        now = self.clock() if now is None else now
+        for status in list(self.status.values()):
+            if status.live_until is None or now <= status.live_until:
+                continue
+            status.live_until = None
+            status.stats.expired += 1
+            status.stats.series = 0
+            self._publish_now(status, Change.EXPIRED)
+            log.warning("dropped the snapshot of %s: no successful poll for %.0fs (max_staleness)", status.key,
+                        now - (status.last_success or now), extra={"source": status.source, "target": status.target})
 
     def report(self, source: str, target: str, error: PollError) -> None:
         """A partial problem: part of a target's data could not be read (one
         Flux metric, one WhatsApp metric refused for lack of data) while the
         rest was. Counted under its reason; the target stays up."""
-        status = self.status.get((source, target))
+        status = self.status.get(TargetKey(source, target))
         if status is None:
             return  # the target was removed meanwhile
-        self.metrics.count_error(source, target, error.reason)
+        status.stats.count_error(error.reason)
         if not status.running:  # during a poll, the poll's end publishes
-            self.publish_self(source, target)
+            self._publish_now(status, Change.STATUS)
         fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
         status.partial_now.add(error.reason)
         log.log(logging.WARNING if fresh else logging.DEBUG, "poll of %s/%s: partial failure (%s): %s",
                 source, target, error.reason, error.message,
                 extra={"source": source, "target": target, "reason": error.reason})
 
-    def _succeeded(
-        self, status: TargetStatus, source: Source, unique: tuple[Sample, ...], blocks: list[Block]
-    ) -> None:
+    # --- a poll -------------------------------------------------------------------------------
+
+    async def poll(self, source: Source, target: Target) -> bool:
+        """One poll of one target; True on success. Never raises (but on cancel)."""
+        status = self.status[target.key]
+        status.running = True
+        status.partial_before, status.partial_now = status.partial_now, set()
+        started = time.monotonic()
+        status.last_attempt = self.clock()
+        kept: tuple[Sample, ...] | None = None
+        try:
+            async with asyncio.timeout(source.poll_timeout):
+                samples = await source.poll(target)
+            kept = self._bounded(status, source, samples)
+        except PollError as exc:
+            self._failed(status, exc.reason, exc.message)
+        except TimeoutError:
+            self._failed(status, "timeout", f"poll did not finish within {source.poll_timeout:g}s")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a source must not stop the others
+            self._crashed(status, exc)
+        finally:
+            status.running = False
+            status.polls += 1
+            status.stats.observe_duration(time.monotonic() - started)
+        if kept is None:
+            self._publish_now(status, Change.STATUS)
+            return False
+        return await self._succeeded(status, source, kept)
+
+    def _bounded(self, status: TargetStatus, source: Source, samples: list[Sample]) -> tuple[Sample, ...]:
+        """Samples within the label-length and series caps; what was cut is
+        counted and logged once per poll."""
+        key = status.key
+        extra = {"source": key.source, "target": key.target}
+        samples, cut = truncate_labels(samples, self.limits.max_label_bytes)
+        if cut:
+            status.stats.labels_truncated += cut
+            log.warning("%s: %d label value(s) longer than %d bytes were truncated", key, cut,
+                        self.limits.max_label_bytes, extra=extra)
+        kept, dropped = self.series_cap.admit(key, deduplicate(samples, str(key)), source.config.max_series)
+        if dropped:
+            status.stats.series_dropped += dropped
+            log.warning("%s: %d new series dropped: max_series reached (target %d, all targets %d)", key,
+                        dropped, source.config.max_series, self.limits.max_series, extra=extra)
+        return kept
+
+    async def _succeeded(self, status: TargetStatus, source: Source, samples: tuple[Sample, ...]) -> bool:
         now = self.clock()
-        limit = source.config.staleness_limit
-        for family in self.store.put(Stored(status.source, status.target, tuple(blocks), now, limit)):
-            log.warning("%s/%s: family %s has another type in another target; its series are dropped",
-                        status.source, status.target, family.name)
-        snapshot = Snapshot(status.source, status.target, unique, now, limit)
-        for listener in self.listeners:
-            try:
-                listener(snapshot)
-            except Exception:  # a sink's bug must not fail the poll
-                log.exception("snapshot listener failed for %s/%s", status.source, status.target)
+        limit = source.staleness_limit
+        stats = replace(status.stats, up=True, last_success=now, series=len(samples))
+        snapshot = self._snapshot(status.key, stats, Change.POLLED, samples, now, limit)
+        try:
+            if len(samples) >= PUBLISH_IN_THREAD:
+                await asyncio.to_thread(self._deliver, snapshot, True)
+            else:
+                self._deliver(snapshot, True)
+        except Exception as exc:  # no sink could show it (e.g. text that cannot be written): keep the previous
+            self._crashed(status, exc)
+            self._publish_now(status, Change.STATUS)
+            return False
+        if status.reason is not None and status.tried:
+            log.info("target %s recovered after %d failed poll(s)", status.key, status.failures,
+                     extra={"source": status.source, "target": status.target})
+        status.stats = stats
+        status.reason, status.message, status.failures = None, "", 0
+        status.last_success, status.live_until = now, now + limit
         # Saved only after a successful poll: a failed one changed nothing worth keeping.
         self.ledgers.save(status.source, status.target)
-        if status.reason is not None and status.tried:
-            log.info("target %s/%s recovered after %d failed poll(s)", status.source, status.target,
-                     status.failures, extra={"source": status.source, "target": status.target})
-        status.reason, status.message, status.failures = None, "", 0
-        status.last_success = now
-        status.series = len(unique)
-        self.metrics.target_up.labels(status.source, status.target).set(1)
-        self.metrics.last_success.labels(status.source, status.target).set(now)
-        self.metrics.target_series.labels(status.source, status.target).set(len(unique))
+        return True
 
     def _failed(self, status: TargetStatus, reason: str, message: str, logged: bool = False) -> None:
         changed = reason != status.reason
         status.reason, status.message = reason, message
         status.failures += 1
-        self.metrics.count_error(status.source, status.target, reason)
-        self.metrics.target_up.labels(status.source, status.target).set(0)
+        status.stats.count_error(reason)
+        status.stats.up = False
         if not logged:
             level = logging.WARNING if changed else logging.DEBUG
-            log.log(level, "poll of %s/%s failed (%s): %s", status.source, status.target, reason, message,
+            log.log(level, "poll of %s failed (%s): %s", status.key, reason, message,
                     extra={"source": status.source, "target": status.target, "reason": reason})
 
+    def _crashed(self, status: TargetStatus, exc: Exception) -> None:
+        log.error("poll of %s crashed", status.key, exc_info=exc,
+                  extra={"source": status.source, "target": status.target})
+        self._failed(status, "internal", f"{type(exc).__name__}: {exc}", logged=True)
 
-# Below this many samples rendering takes well under a millisecond: a thread
-# hop would cost more than it saves.
-RENDER_IN_THREAD = 2000
+    # --- snapshots -------------------------------------------------------------------------------
 
+    def _snapshot(self, key: TargetKey, stats: TargetStats, change: Change, samples: tuple[Sample, ...] = (),
+                  taken_at: float = 0.0, max_staleness: float = 0.0) -> Snapshot:
+        ledger = self.ledgers.peek(key)
+        corrections = (ledger.corrections_total, ledger.created) if ledger is not None else None
+        own = tuple(target_samples(key, stats, corrections))
+        return Snapshot(key, change, next(self._versions), own, samples, taken_at, max_staleness)
 
-async def render_off_loop(samples: tuple[Sample, ...]) -> list[Block]:
-    """Render a snapshot's blocks; big ones in a thread, so that one large
-    target never stalls the polling of the others."""
-    if len(samples) < RENDER_IN_THREAD:
-        return render_blocks(samples)
-    return await asyncio.to_thread(render_blocks, samples)
+    def _publish_now(self, status: TargetStatus, change: Change) -> None:
+        """A snapshot of the target's own series (small: never worth a thread)."""
+        if self.status.get(status.key) is not status:
+            return  # removed meanwhile
+        try:
+            self._deliver(self._snapshot(status.key, status.stats, change, taken_at=self.clock()))
+        except Exception:
+            log.exception("a sink failed to take the status of %s", status.key)
+
+    def _deliver(self, snapshot: Snapshot, strict: bool = False) -> None:
+        """Hand the snapshot to every sink. With `strict`, the first sink that
+        fails makes the poll fail (it could not show the data); otherwise a
+        sink's failure is logged and the others still get it."""
+        for sink in self.sinks:
+            try:
+                sink.publish(snapshot)
+            except Exception:
+                if strict:
+                    raise
+                log.exception("sink %s failed to take the snapshot of %s", type(sink).__name__, snapshot.key)
 
 
 def deduplicate(samples: list[Sample], where: str) -> tuple[Sample, ...]:

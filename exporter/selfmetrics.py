@@ -1,29 +1,51 @@
-"""The exporter's own metrics (`apimetrics_*`), declared once, here.
+"""The exporter's own metrics (`apimetrics_*`): every family declared once, in `SELF_METRICS`.
 
-They live in their own `CollectorRegistry`, so that tests and several
-in-process apps never share global state.
+Like query-exporter's `builtin_metrics.py`, one table says each family's
+name, type, help and labels. Two kinds of rows:
 
-The per-target ones (`target_up`, `poll_duration`, `poll_errors`…) are most of
-them: ~50 series a target, 50k for 1,000 targets, which prometheus_client took
-330 ms to render on every scrape. So each target's children live in a
-registry of that target's own (`_PerTarget`), and the runner renders them
-into store blocks when they change, like vendor series (`target_samples`);
-only the few global ones are rendered per scrape.
+- **Per target** (`source`, `target` labels): most of them, ~25 series a
+  target. They are plain numbers in the target's `TargetStats`, and
+  `target_samples()` turns them into `Sample`s, which flow to the sinks
+  through the runner's snapshots like vendor series: rendered when they
+  change, never per scrape (50k of them took prometheus_client 330 ms a
+  scrape).
+- **Process-wide** (build info, HTTP retries, OTLP, reload…): few and
+  changing anywhere, so they stay on a prometheus_client registry
+  (`ProcessMetrics`), rendered per scrape.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 import platform
-from collections.abc import Callable
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 from exporter import __version__
 from exporter.errors import BASE_REASONS
-from exporter.model import Family, HistogramValue, Kind, Sample
+from exporter.model import Family, HistogramValue, Kind, Labels, Sample, TargetKey
+
+
+class Scope(StrEnum):
+    TARGET = "target"  # built from a target's TargetStats into its snapshot
+    PROCESS = "process"  # a prometheus_client metric on the process registry
+
+
+@dataclass(frozen=True, slots=True)
+class SelfMetric:
+    family: Family
+    scope: Scope
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+
 
 TARGET = ("source", "target")
+POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+OTLP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 OTLP_RESULTS = ("success", "retryable", "rejected")
 # queue_full: the oldest points, when the queue is full; rejected: a permanent
 # error from the collector; invalid: points that could not be encoded;
@@ -31,134 +53,161 @@ OTLP_RESULTS = ("success", "retryable", "rejected")
 OTLP_DROP_REASONS = ("queue_full", "rejected", "invalid", "shutdown")
 
 
-TargetKey = tuple[str, str]
+def _row(name: str, kind: Kind, help_text: str, scope: Scope, labels: tuple[str, ...] = (),
+         buckets: tuple[float, ...] = ()) -> SelfMetric:
+    return SelfMetric(Family(name, kind, help_text), scope, labels, buckets)
 
 
-class _PerTarget:
-    """A metric labelled (source, target[, reason]) whose children live in each
-    target's own registry; `labels()` and `remove()` as prometheus_client's."""
+G, C, H = Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM
+T, P = Scope.TARGET, Scope.PROCESS
 
-    def __init__(self, registry_of: Callable[[TargetKey], CollectorRegistry],
-                 make: Callable[[CollectorRegistry], MetricWrapperBase]) -> None:
-        self._registry_of = registry_of
-        self._make = make
-        self._metrics: dict[TargetKey, MetricWrapperBase] = {}
+# Counter names carry no `_total` (the sinks add it), as in model.Family.
+TARGET_UP = _row("apimetrics_target_up", G, "1 if the last poll of the target succeeded, else 0.", T, TARGET)
+POLL_DURATION = _row("apimetrics_poll_duration_seconds", H, "Duration of polls of a target, successful or not.", T,
+                     TARGET, POLL_BUCKETS)
+POLL_ERRORS = _row("apimetrics_poll_errors", C, "Failed polls of a target by reason.", T, (*TARGET, "reason"))
+LAST_SUCCESS = _row("apimetrics_last_success_timestamp_seconds", G, "Unix time of the target's last successful poll.",
+                    T, TARGET)
+TARGET_SERIES = _row("apimetrics_target_series", G, "Series the target's current snapshot exports.", T, TARGET)
+POLL_OVERRUNS = _row("apimetrics_poll_overruns",
+                     C, "Polls skipped because the previous poll of the target was still running.", T, TARGET)
+SNAPSHOTS_EXPIRED = _row("apimetrics_snapshots_expired", C,
+                         "Snapshots dropped because no poll succeeded within max_staleness.", T, TARGET)
+SERIES_DROPPED = _row("apimetrics_series_dropped", C,
+                      "New series a target could not add because a max_series cap was reached.", T, TARGET)
+LABELS_TRUNCATED = _row("apimetrics_label_values_truncated", C, "Label values cut to [limits] max_label_bytes.", T,
+                        TARGET)
+LEDGER_CORRECTIONS = _row("apimetrics_counter_corrections", C,
+                          "Downward revisions of vendor period counts held back so counters never decrease.", T,
+                          TARGET)
 
-    def labels(self, source: str, target: str, *rest: str) -> MetricWrapperBase:
-        metric = self._metrics.get((source, target))
-        if metric is None:
-            metric = self._metrics[(source, target)] = self._make(self._registry_of((source, target)))
-        return metric.labels(source, target, *rest)
+SELF_METRICS: tuple[SelfMetric, ...] = (
+    _row("apimetrics_build_info", G, "Build information; always 1.", P, ("version", "python_version")),
+    TARGET_UP,
+    POLL_DURATION,
+    POLL_ERRORS,
+    LAST_SUCCESS,
+    TARGET_SERIES,
+    POLL_OVERRUNS,
+    _row("apimetrics_http_retries", C, "Upstream HTTP requests retried, by the reason of the failed attempt.", P,
+         ("source", "reason")),
+    SNAPSHOTS_EXPIRED,
+    _row("apimetrics_discovery_errors", C,
+         "Failed target discoveries (sources that list their targets upstream), by reason.", P, ("source", "reason")),
+    _row("apimetrics_discovered_targets", G, "Targets the last successful discovery found.", P, ("source",)),
+    _row("apimetrics_otlp_exported_points", C,
+         "Points in OTLP export attempts by result: success; retryable (kept and retried, so counted again on each "
+         "attempt); rejected (a permanent error: dropped).", P, ("result",)),
+    _row("apimetrics_otlp_dropped_points", C, "Points the OTLP sink dropped, by reason.", P, ("reason",)),
+    _row("apimetrics_otlp_export_duration_seconds", H,
+         "Duration of OTLP export attempts (one batch, the SDK exporter's own retries included).", P, (),
+         OTLP_BUCKETS),
+    _row("apimetrics_otlp_queue_points", G, "Points waiting in the OTLP sink's queue, the batch being sent included.",
+         P),
+    SERIES_DROPPED,
+    LABELS_TRUNCATED,
+    LEDGER_CORRECTIONS,
+    _row("apimetrics_config_last_reload_successful", G, "1 if the last config (re)load succeeded.", P),
+    _row("apimetrics_config_last_reload_success_timestamp_seconds", G,
+         "Unix time of the last successful config (re)load.", P),
+    _row("apimetrics_shard_info", G, "This replica's shard; always 1.", P, ("index", "total")),
+)
+_BY_NAME = {row.family.name: row for row in SELF_METRICS}
 
-    def remove(self, source: str, target: str, *rest: str) -> None:
-        metric = self._metrics.get((source, target))
-        if metric is None:
-            raise KeyError((source, target))
-        metric.remove(source, target, *rest)
 
-    def forget(self, key: TargetKey) -> None:
-        self._metrics.pop(key, None)
+# --- per target -------------------------------------------------------------------------
 
 
-class SelfMetrics:
+@dataclass(slots=True)
+class TargetStats:
+    """The numbers behind one target's own series. `created` is when each
+    counter started (the OpenMetrics `_created`), as prometheus_client sets it
+    when a labelled child is made."""
+
+    created: float = field(default_factory=time.time)
+    up: bool = False
+    last_success: float | None = None
+    series: int = 0
+    # reason → [count, created]; every known reason from the start, at 0.
+    errors: dict[str, list[float]] = field(default_factory=dict)
+    # Per-bucket (not cumulative) poll duration counts, one per POLL_BUCKETS
+    # bound and +Inf, and their sum.
+    durations: list[int] = field(default_factory=lambda: [0] * (len(POLL_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    overruns: int = 0
+    expired: int = 0
+    series_dropped: int = 0
+    labels_truncated: int = 0
+
+    @classmethod
+    def starting(cls, reasons: tuple[str, ...]) -> TargetStats:
+        stats = cls()
+        for reason in dict.fromkeys((*BASE_REASONS, *reasons)):
+            stats.errors[reason] = [0.0, stats.created]
+        return stats
+
+    def count_error(self, reason: str) -> None:
+        entry = self.errors.get(reason)
+        if entry is None:
+            entry = self.errors[reason] = [0.0, time.time()]
+        entry[0] += 1
+
+    def observe_duration(self, seconds: float) -> None:
+        # The first bucket whose bound is >= the value, as prometheus_client's Histogram.
+        self.durations[bisect.bisect_left(POLL_BUCKETS, seconds)] += 1
+        self.duration_sum += seconds
+
+
+def target_samples(key: TargetKey, stats: TargetStats, corrections: tuple[int, float] | None = None) -> list[Sample]:
+    """The target's own series, in the order prometheus_client wrote them.
+    `corrections` is `(count, created)` of the target's period ledger, if it has one."""
+    base: Labels = (("source", key.source), ("target", key.target))
+    created = stats.created
+    samples = [Sample(TARGET_UP.family, base, 1.0 if stats.up else 0.0)]
+    samples.append(Sample(POLL_DURATION.family, base, _histogram(stats), created=created))
+    samples.extend(Sample(POLL_ERRORS.family, (*base, ("reason", reason)), count, created=since)
+                   for reason, (count, since) in stats.errors.items())
+    if stats.last_success is not None:
+        samples.append(Sample(LAST_SUCCESS.family, base, stats.last_success))
+    samples.append(Sample(TARGET_SERIES.family, base, float(stats.series)))
+    for row, value in ((POLL_OVERRUNS, stats.overruns), (SNAPSHOTS_EXPIRED, stats.expired),
+                       (SERIES_DROPPED, stats.series_dropped), (LABELS_TRUNCATED, stats.labels_truncated)):
+        samples.append(Sample(row.family, base, float(value), created=created))
+    if corrections is not None:
+        samples.append(Sample(LEDGER_CORRECTIONS.family, base, float(corrections[0]), created=corrections[1]))
+    return samples
+
+
+def _histogram(stats: TargetStats) -> HistogramValue:
+    cumulative = 0.0
+    buckets = []
+    for bound, count in zip((*POLL_BUCKETS, math.inf), stats.durations, strict=True):
+        cumulative += count
+        buckets.append((float(bound), cumulative))
+    return HistogramValue(tuple(buckets), stats.duration_sum)
+
+
+# --- process-wide -----------------------------------------------------------------------
+
+
+class ProcessMetrics:
+    """The process-wide rows of `SELF_METRICS` on a registry of their own (so
+    tests and several in-process apps never share global state)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._reasons: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._target_registries: dict[TargetKey, CollectorRegistry] = {}
-        self._per_target_metrics: list[_PerTarget] = []
-        self.build_info = Gauge(
-            "apimetrics_build_info", "Build information; always 1.", ["version", "python_version"], registry=registry
-        )
+        self.build_info = self._gauge("apimetrics_build_info")
         self.build_info.labels(__version__, platform.python_version()).set(1)
-        self.target_up = self._per_target(lambda r: Gauge(
-            "apimetrics_target_up", "1 if the last poll of the target succeeded, else 0.", TARGET, registry=r
-        ))
-        self.poll_duration = self._per_target(lambda r: Histogram(
-            "apimetrics_poll_duration_seconds",
-            "Duration of polls of a target, successful or not.",
-            TARGET,
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
-            registry=r,
-        ))
-        self.poll_errors = self._per_target(lambda r: Counter(
-            "apimetrics_poll_errors_total", "Failed polls of a target by reason.", (*TARGET, "reason"), registry=r
-        ))
-        self.last_success = self._per_target(lambda r: Gauge(
-            "apimetrics_last_success_timestamp_seconds",
-            "Unix time of the target's last successful poll.",
-            TARGET,
-            registry=r,
-        ))
-        self.target_series = self._per_target(lambda r: Gauge(
-            "apimetrics_target_series", "Series the target's current snapshot exports.", TARGET, registry=r
-        ))
-        self.poll_overruns = self._per_target(lambda r: Counter(
-            "apimetrics_poll_overruns_total",
-            "Polls skipped because the previous poll of the target was still running.",
-            TARGET,
-            registry=r,
-        ))
-        self.http_retries = Counter(
-            "apimetrics_http_retries_total", "Upstream HTTP requests retried, by the reason of the failed attempt.",
-            ("source", "reason"), registry=registry,
-        )
-        self.snapshots_expired = self._per_target(lambda r: Counter(
-            "apimetrics_snapshots_expired_total",
-            "Snapshots dropped because no poll succeeded within max_staleness.",
-            TARGET,
-            registry=r,
-        ))
-
-        self.discovery_errors = Counter(
-            "apimetrics_discovery_errors_total",
-            "Failed target discoveries (sources that list their targets upstream), by reason.",
-            ("source", "reason"), registry=registry,
-        )
-        self.discovered_targets = Gauge(
-            "apimetrics_discovered_targets", "Targets the last successful discovery found.", ("source",),
-            registry=registry,
-        )
-
-        # The OTLP push sink (exporter/sinks/otlp.py); label values are created
-        # by `add_otlp()` when the sink is enabled.
-        self.otlp_exported_points = Counter(
-            "apimetrics_otlp_exported_points",
-            "Points in OTLP export attempts by result: success; retryable (kept and retried, so counted "
-            "again on each attempt); rejected (a permanent error: dropped).",
-            ("result",), registry=registry,
-        )
-        self.otlp_dropped_points = Counter(
-            "apimetrics_otlp_dropped_points", "Points the OTLP sink dropped, by reason.", ("reason",),
-            registry=registry,
-        )
-        self.otlp_export_duration = Histogram(
-            "apimetrics_otlp_export_duration_seconds",
-            "Duration of OTLP export attempts (one batch, the SDK exporter's own retries included).",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry,
-        )
-        self.otlp_queue_points = Gauge(
-            "apimetrics_otlp_queue_points", "Points waiting in the OTLP sink's queue, the batch being sent included.",
-            registry=registry,
-        )
-        self.series_dropped = self._per_target(lambda r: Counter(
-            "apimetrics_series_dropped",
-            "New series a target could not add because a max_series cap was reached.",
-            TARGET, registry=r,
-        ))
-        self.labels_truncated = self._per_target(lambda r: Counter(
-            "apimetrics_label_values_truncated",
-            "Label values cut to [limits] max_label_bytes.", TARGET, registry=r,
-        ))
-        self.reload_success = Gauge(
-            "apimetrics_config_last_reload_successful", "1 if the last config (re)load succeeded.", registry=registry,
-        )
-        self.reload_timestamp = Gauge(
-            "apimetrics_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config (re)load.", registry=registry,
-        )
-        self.shard_info = Gauge(
-            "apimetrics_shard_info", "This replica's shard; always 1.", ("index", "total"), registry=registry,
-        )
+        self.http_retries = self._counter("apimetrics_http_retries")
+        self.discovery_errors = self._counter("apimetrics_discovery_errors")
+        self.discovered_targets = self._gauge("apimetrics_discovered_targets")
+        self.otlp_exported_points = self._counter("apimetrics_otlp_exported_points")
+        self.otlp_dropped_points = self._counter("apimetrics_otlp_dropped_points")
+        self.otlp_export_duration = self._histogram("apimetrics_otlp_export_duration_seconds")
+        self.otlp_queue_points = self._gauge("apimetrics_otlp_queue_points")
+        self.reload_success = self._gauge("apimetrics_config_last_reload_successful")
+        self.reload_timestamp = self._gauge("apimetrics_config_last_reload_success_timestamp_seconds")
+        self.shard_info = self._gauge("apimetrics_shard_info")
 
     def add_otlp(self) -> None:
         """Create the OTLP sink's series at zero."""
@@ -167,84 +216,20 @@ class SelfMetrics:
         for reason in OTLP_DROP_REASONS:
             self.otlp_dropped_points.labels(reason)
 
-    def add_target(self, source: str, target: str, reasons: tuple[str, ...] = ()) -> None:
-        """Create the target's series at zero so rate() works from the first scrape."""
-        self.target_up.labels(source, target).set(0)
-        self.target_series.labels(source, target).set(0)
-        self.poll_duration.labels(source, target)
-        self.poll_overruns.labels(source, target)
-        self.snapshots_expired.labels(source, target)
-        self.series_dropped.labels(source, target)
-        self.labels_truncated.labels(source, target)
-        self._reasons[(source, target)] = tuple(dict.fromkeys((*BASE_REASONS, *reasons)))
-        for reason in self._reasons[(source, target)]:
-            self.poll_errors.labels(source, target, reason)
+    def _gauge(self, name: str) -> Gauge:
+        row = _process_row(name, Kind.GAUGE)
+        return Gauge(name, row.family.help, row.labels, registry=self.registry)
 
-    def count_error(self, source: str, target: str, reason: str) -> None:
-        known = self._reasons.setdefault((source, target), ())
-        if reason not in known:
-            self._reasons[(source, target)] = (*known, reason)
-        self.poll_errors.labels(source, target, reason).inc()
+    def _counter(self, name: str) -> Counter:
+        row = _process_row(name, Kind.COUNTER)
+        return Counter(name, row.family.help, row.labels, registry=self.registry)
 
-    def remove_target(self, source: str, target: str) -> None:
-        key = (source, target)
-        for metric in self._per_target_metrics:
-            metric.forget(key)
-        self._target_registries.pop(key, None)
-        self._reasons.pop(key, None)
-
-    def target_samples(self, source: str, target: str) -> list[Sample]:
-        """The target's own series, as neutral samples for the exposition."""
-        registry = self._target_registries.get((source, target))
-        return [] if registry is None else registry_samples(registry)
-
-    def _per_target(self, make: Callable[[CollectorRegistry], MetricWrapperBase]) -> _PerTarget:
-        metric = _PerTarget(self._registry_of, make)
-        self._per_target_metrics.append(metric)
-        return metric
-
-    def _registry_of(self, key: TargetKey) -> CollectorRegistry:
-        registry = self._target_registries.get(key)
-        if registry is None:
-            registry = self._target_registries[key] = CollectorRegistry(auto_describe=False)
-        return registry
+    def _histogram(self, name: str) -> Histogram:
+        row = _process_row(name, Kind.HISTOGRAM)
+        return Histogram(name, row.family.help, row.labels, buckets=row.buckets, registry=self.registry)
 
 
-_KINDS = {"gauge": Kind.GAUGE, "counter": Kind.COUNTER, "histogram": Kind.HISTOGRAM}
-
-
-def registry_samples(registry: CollectorRegistry) -> list[Sample]:
-    """A registry's gauges, counters and histograms as neutral samples (the
-    exposition renders them byte for byte as prometheus_client does)."""
-    out: list[Sample] = []
-    for metric in registry.collect():
-        family = _family(metric.name, _KINDS[metric.type], metric.documentation, metric.unit)
-        series: dict[tuple[tuple[str, str], ...], dict[str, object]] = {}
-        for sample in metric.samples:
-            labels = dict(sample.labels)
-            le = labels.pop("le", None)
-            entry = series.setdefault(tuple(labels.items()), {"buckets": []})
-            suffix = sample.name[len(metric.name):]
-            if suffix == "_bucket":
-                entry["buckets"].append((float(le or "nan"), sample.value))  # type: ignore[union-attr]
-            else:
-                entry[suffix] = sample.value
-        for labels, entry in series.items():
-            created = entry.get("_created")
-            if family.kind is Kind.HISTOGRAM:
-                value: object = HistogramValue(tuple(entry["buckets"]), entry.get("_sum"))  # type: ignore[arg-type]
-            else:
-                value = entry["_total" if family.kind is Kind.COUNTER else ""]
-            out.append(Sample(family, labels, value, created=created))  # type: ignore[arg-type]
-    return out
-
-
-_FAMILIES: dict[tuple[str, Kind, str, str], Family] = {}
-
-
-def _family(name: str, kind: Kind, help_text: str, unit: str) -> Family:
-    key = (name, kind, help_text, unit)
-    family = _FAMILIES.get(key)
-    if family is None:
-        family = _FAMILIES[key] = Family(name, kind, help_text, unit)
-    return family
+def _process_row(name: str, kind: Kind) -> SelfMetric:
+    row = _BY_NAME[name]
+    assert row.scope is Scope.PROCESS and row.family.kind is kind, name
+    return row

@@ -17,14 +17,11 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry
-
 from exporter import __version__
-from exporter.configtypes import split_listen
+from exporter.config.types import split_listen
+from exporter.config.server import BasicAuthConfig, TlsConfig
 from exporter.runner import TargetStatus
-from exporter.sinks.prometheus import render
-from exporter.store import Store
-from exporter.webauth import BasicAuth, BasicAuthConfig, TlsConfig, TlsContext
+from exporter.webauth import BasicAuth, TlsContext
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +29,7 @@ log = logging.getLogger(__name__)
 class AppView(Protocol):
     """What the endpoints need to know about the running app."""
 
-    registry: CollectorRegistry
-    store: Store
-    clock: Callable[[], float]
+    def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]: ...
 
     def statuses(self) -> list[TargetStatus]: ...
 
@@ -142,9 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_metrics(self, send_body: bool) -> None:
-        app = self.server.app
-        parts, headers = render(app.store, app.registry, self.headers.get("Accept"),
-                                self.headers.get("Accept-Encoding"), app.clock)
+        parts, headers = self.server.app.metrics_body(self.headers.get("Accept"), self.headers.get("Accept-Encoding"))
         self.send_response(200)
         for name, value in headers.items():
             self.send_header(name, value)

@@ -21,38 +21,9 @@ import os
 import ssl
 import threading
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, field_validator
-
-from exporter.configtypes import StrictModel
+from exporter.config.server import TLS_VERSIONS, BasicAuthConfig, TlsConfig
 
 log = logging.getLogger(__name__)
-
-_TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
-
-
-class TlsConfig(StrictModel):
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None = None
-    min_version: Literal["TLS12", "TLS13"] = "TLS12"
-
-
-class BasicAuthConfig(StrictModel):
-    """`users = { name = "<bcrypt hash>" }`."""
-
-    users: dict[str, str] = Field(min_length=1)
-    unauthenticated_paths: list[str] = Field(default_factory=lambda: ["/healthz", "/readyz"])
-
-    @field_validator("users")
-    @classmethod
-    def _bcrypt_hashes(cls, users: dict[str, str]) -> dict[str, str]:
-        for name, hashed in users.items():
-            if not hashed.startswith(("$2a$", "$2b$", "$2y$")) or len(hashed) != 60:
-                raise ValueError(f"user {name!r}: give a bcrypt hash (htpasswd -nBC 10 user), not a password")
-        return users
-
 
 class TlsContext:
     """An SSLContext rebuilt whenever the certificate or key file changes."""
@@ -68,7 +39,7 @@ class TlsContext:
 
     def _build(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = _TLS_VERSIONS[self.config.min_version]
+        context.minimum_version = TLS_VERSIONS[self.config.min_version]
         context.load_cert_chain(self.config.cert_file, self.config.key_file)
         if self.config.client_ca_file is not None:
             context.load_verify_locations(self.config.client_ca_file)

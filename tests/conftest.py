@@ -18,7 +18,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App
-from exporter.config import Settings, load_settings
+from exporter.app.settings import Settings, load_settings
+from exporter.cli import simulator_for
+from exporter.model import Change, Snapshot
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 
 # A fixed instant, so the simulator's time-varying data is reproducible.
@@ -62,11 +64,22 @@ def k6_config(sim: Simulator, runs: list[int], name: str = "k6", extra: str = ""
     """
 
 
-def poll_once(settings: Settings) -> tuple[App, bool]:
-    """Build an app, poll every target once over real sockets, return it."""
-    app = App(settings)
+class Collector:
+    """A sink that keeps every snapshot of a successful poll, for assertions."""
 
-    async def go() -> bool:
+    def __init__(self, into: list[Snapshot]) -> None:
+        self.into = into
+
+    def publish(self, snapshot: Snapshot) -> None:
+        if snapshot.change is Change.POLLED:
+            self.into.append(snapshot)
+
+
+def poll_once(settings: Settings) -> tuple[App, bool]:
+    """Build an app, poll every target once over real sockets, return it.
+    With `[simulator] enabled`, the simulator runs for the poll, as `once` does."""
+
+    async def go(app: App) -> bool:
         app.build()
         try:
             return await app.poll_all()
@@ -74,7 +87,9 @@ def poll_once(settings: Settings) -> tuple[App, bool]:
             for source in app.sources:
                 await source.aclose()
 
-    return app, asyncio.run(go())
+    with simulator_for(settings) as simulator_url:
+        app = App(settings, simulator_url=simulator_url)
+        return app, asyncio.run(go(app))
 
 
 class SimHarness:

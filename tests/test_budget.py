@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.budget import Budgets, RateBudget, TokenBucket, key_id
+from exporter.sources.kit.ratelimit import Budgets, RateBudget, TokenBucket, key_id
 
 
 def simulate(bucket: TokenBucket, clients: int, durations: list[float], think: list[float]) -> list[float]:

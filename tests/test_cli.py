@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
-from exporter.config import load_settings
+from exporter.app.settings import load_settings
 from exporter.simulator import Fault, Simulator
 from tests.conftest import REPO, k6_config, write_config
 

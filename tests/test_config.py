@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_settings
-from exporter.configtypes import parse_duration
+from exporter.app.settings import load_settings
+from exporter.config import ConfigError
+from exporter.config.types import parse_duration
 from exporter.sources import REGISTRY
 from tests.conftest import write_config
 

@@ -13,21 +13,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.ledger import (
-    LEDGER_FILE_FORMAT,
-    LEDGER_FILE_VERSION,
-    LedgerStateError,
-    LedgerStateStore,
-    PeriodLedger,
-    SeriesKey,
-)
+from exporter.ledger.period import LedgerKey, LedgerStateError, PeriodLedger
+from exporter.ledger.state import LEDGER_FILE_FORMAT, LEDGER_FILE_VERSION, LedgerStateStore
 
 STEP = 60  # period grid in seconds
 T0 = 1_700_000_040  # a minute boundary
 
-KEY_A: SeriesKey = ("bird_flow_runs", "status", "completed_success")
-KEY_B: SeriesKey = ("bird_flow_runs", "status", "failed")
-KEYS: list[SeriesKey] = [KEY_A, KEY_B, ("flux_events",)]
+KEY_A: LedgerKey = ("bird_flow_runs", "status", "completed_success")
+KEY_B: LedgerKey = ("bird_flow_runs", "status", "failed")
+KEYS: list[LedgerKey] = [KEY_A, KEY_B, ("flux_events",)]
 
 PROPERTY_SETTINGS = settings(
     max_examples=150,
@@ -70,10 +64,10 @@ def period_value(data: st.DataObject, index: int) -> float:
 
 
 def apply_model(
-    model: dict[tuple[SeriesKey, float], float],
+    model: dict[tuple[LedgerKey, float], float],
     watermark: float | None,
     window_start: float,
-    values: dict[SeriesKey, dict[float, float]],
+    values: dict[LedgerKey, dict[float, float]],
 ) -> float:
     """Reference semantics: latest observed value per period, stale ones ignored."""
     watermark = window_start if watermark is None else max(watermark, window_start)
@@ -84,7 +78,7 @@ def apply_model(
     return watermark
 
 
-def raw_of(model: dict[tuple[SeriesKey, float], float], key: SeriesKey) -> float:
+def raw_of(model: dict[tuple[LedgerKey, float], float], key: LedgerKey) -> float:
     return sum(v for (k, _), v in model.items() if k == key)
 
 
@@ -93,13 +87,13 @@ def raw_of(model: dict[tuple[SeriesKey, float], float], key: SeriesKey) -> float
 def test_upward_revisions_total_is_sum_of_latest_values(data: st.DataObject) -> None:
     keys = data.draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True))
     ledger = PeriodLedger(created=1.0)
-    truth: dict[tuple[SeriesKey, int], int] = {}
-    model: dict[tuple[SeriesKey, float], float] = {}
+    truth: dict[tuple[LedgerKey, int], int] = {}
+    model: dict[tuple[LedgerKey, float], float] = {}
     watermark: float | None = None
     previous = {key: 0.0 for key in keys}
 
     for start, length in draw_windows(data):
-        values: dict[SeriesKey, dict[float, float]] = {}
+        values: dict[LedgerKey, dict[float, float]] = {}
         for key in keys:
             periods: dict[float, float] = {}
             for index in range(start, start + length):
@@ -134,13 +128,13 @@ def test_upward_revisions_total_is_sum_of_latest_values(data: st.DataObject) -> 
 def test_downward_revisions_never_decrease_and_are_counted(data: st.DataObject) -> None:
     keys = data.draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=3, unique=True))
     ledger = PeriodLedger(created=1.0)
-    model: dict[tuple[SeriesKey, float], float] = {}
+    model: dict[tuple[LedgerKey, float], float] = {}
     watermark: float | None = None
     max_raw = {key: 0.0 for key in keys}
     expected_corrections = 0
 
     for start, length in draw_windows(data):
-        values: dict[SeriesKey, dict[float, float]] = {}
+        values: dict[LedgerKey, dict[float, float]] = {}
         for key in keys:
             values[key] = {
                 at(index): data.draw(st.integers(0, 20))

@@ -8,7 +8,8 @@ import pytest
 
 from exporter.app import App
 from exporter.config import ConfigError
-from exporter.limits import TRUNCATION_MARKER, ShardingConfig, shard_of
+from exporter.config.limits import ShardingConfig, shard_of
+from exporter.limits import TRUNCATION_MARKER
 from exporter.simulator import Simulator
 from tests.conftest import exposition, k6_config, poll_once, samples_of, settings_from
 

@@ -7,7 +7,7 @@ from pydantic import TypeAdapter
 from typing_extensions import TypedDict
 
 from exporter.errors import InvalidResponse
-from exporter.payloads import decode_json, read_body
+from exporter.sources.kit.payloads import decode_json, read_body
 
 
 class _Item(TypedDict):

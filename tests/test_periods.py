@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.periods import DAY, GRIDS, HOUR, MINUTE, MONTH, rfc3339
+from exporter.sources.kit.periods import DAY, GRIDS, HOUR, MINUTE, MONTH, rfc3339
 
 
 def ts(*args: int) -> float:

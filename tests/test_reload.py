@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
 from exporter.app import App, freeze_startup_heap
-from exporter.config import load_settings
+from exporter.app.settings import load_settings
 from exporter.simulator import Simulator
 from tests.conftest import ExporterProcess, free_port, k6_config
 from tests.sources.test_bird import bird_config

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.app import App
-from exporter.model import Family, Kind, Sample
+from exporter.model import Family, Kind, Sample, TargetKey
 from exporter.simulator import Fault, Simulator
 from exporter.sources.base import Target
 from exporter.sources.k6_cloud import K6CloudSource
@@ -181,7 +181,7 @@ def test_a_poll_that_cannot_be_rendered_fails_as_internal_and_keeps_the_snapshot
 
 
 def test_an_overrun_shows_at_once_without_a_poll(polls: Polls) -> None:
-    polls.app.runner.overrun("k6", "103054")
+    polls.app.runner.overrun(TargetKey("k6", "103054"))
     overruns = samples_of(exposition(polls.app), "apimetrics_poll_overruns_total")
     assert overruns[(("source", "k6"), ("target", "103054"))] == 1
     assert overruns[(("source", "k6"), ("target", "103055"))] == 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from exporter.scheduler import FIRST_POLL_MAX_DELAY, Scheduler, first_poll_delay
+from exporter.model import TargetKey
+from exporter.poller import FIRST_POLL_MAX_DELAY, Poller, first_poll_delay
 
 
 def test_first_poll_delay_is_at_most_ten_percent_capped() -> None:
@@ -29,8 +30,9 @@ def test_runs_never_overlap_and_overruns_are_counted() -> None:
         runs += 1
 
     async def scenario() -> None:
-        scheduler = Scheduler(on_overrun=overruns.append)
-        scheduler.add("k6/1", 0.1, slow_poll)
+        scheduler = Poller()
+        key = TargetKey("k6", "1")
+        scheduler.add(key, 0.1, slow_poll, on_overrun=lambda: overruns.append(str(key)))
         scheduler.start()
         await asyncio.sleep(1.3)
         scheduler.shutdown()

@@ -22,7 +22,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from exporter.periods import GRIDS, rfc3339
+from exporter.sources.kit.periods import GRIDS, rfc3339
 from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse, deterministic
 
 if TYPE_CHECKING:
@@ -166,6 +166,6 @@ def invalid(details: dict[str, list[str]]) -> SimResponse:
 
 
 def parse(value: str) -> float:
-    from exporter.timeparse import parse_timestamp
+    from exporter.sources.kit.timeparse import parse_timestamp
 
     return parse_timestamp(value)

@@ -45,9 +45,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from exporter.periods import rfc3339
+from exporter.sources.kit.periods import rfc3339
 from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 
 if TYPE_CHECKING:
     from exporter.simulator.server import Simulator

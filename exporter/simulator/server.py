@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from exporter.configtypes import split_listen
+from exporter.config.types import split_listen
 
 log = logging.getLogger(__name__)
 

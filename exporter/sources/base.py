@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
-from exporter.configtypes import SourceConfigBase
+from exporter.config.source import SourceConfigBase
 from exporter.errors import PollError
-from exporter.http import HttpClient
-from exporter.ledgers import Ledgers
-from exporter.model import Sample
+from exporter.ledger.registry import Ledgers
+from exporter.model import Sample, TargetKey
+from exporter.sources.kit.http import HttpClient
+from exporter.sources.kit.ratelimit import RateBudget
 
 ConfigT = TypeVar("ConfigT", bound=SourceConfigBase)
 
@@ -31,8 +32,8 @@ class Target:
     id: str
 
     @property
-    def key(self) -> str:
-        return f"{self.source}/{self.id}"
+    def key(self) -> TargetKey:
+        return TargetKey(self.source, self.id)
 
 
 @dataclass(frozen=True)
@@ -66,10 +67,29 @@ class Source(Generic[ConfigT]):
 
     def __init__(self, config: ConfigT, context: SourceContext) -> None:
         self.config = config
-        self.config_as_loaded: SourceConfigBase = config
         self.context = context
         self.http = context.http
         self.name = config.name
+
+    @classmethod
+    def rate_budget(cls, config: ConfigT, base_url: str) -> RateBudget | None:
+        """The request budget every attempt of this source's HTTP client takes
+        a token from, or None (no budget: the vendor documents no rate limit)."""
+        return None
+
+    @property
+    def interval(self) -> float:
+        return self.config.interval
+
+    @property
+    def poll_timeout(self) -> float:
+        """Deadline of one poll (a source may derive it from its work)."""
+        return self.config.poll_timeout
+
+    @property
+    def staleness_limit(self) -> float:
+        """How long the series of the last successful poll stay served."""
+        return self.config.staleness_limit
 
     def targets(self) -> list[Target]:
         """Targets named in the config."""

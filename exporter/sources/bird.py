@@ -31,14 +31,14 @@ from typing import Annotated, ClassVar, Literal, NotRequired
 from pydantic import Field, SecretStr, TypeAdapter, field_validator
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from exporter.configtypes import SourceConfigBase
+from exporter.config.source import SourceConfigBase
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
-from exporter.ledgers import counter_samples, series_key
+from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample
-from exporter.payloads import json_or_none, read_body
-from exporter.periods import GRIDS, rfc3339
+from exporter.sources.kit.payloads import json_or_none, read_body
+from exporter.sources.kit.periods import GRIDS, rfc3339
 from exporter.sources.base import Source, Target
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 
 FLOW_RUNS = Family("bird_flow_runs", Kind.COUNTER, "Bird flow runs, from per-period counts (period ledger).")
 LAST_PERIOD = Family(

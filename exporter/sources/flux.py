@@ -46,7 +46,7 @@ window so clock skew cannot cut the first bucket we keep.
 
 **Budget.** Every request (list, lookups, queries, retries) takes a token of
 the budget shared by all sources using the same key on the same server
-(`exporter.budget`), `rate_limit.queries` per `rate_limit.per`. A cycle that
+(`exporter.sources.kit.ratelimit`), `rate_limit.queries` per `rate_limit.per`. A cycle that
 needs more than fits in one interval takes longer: it is logged as a warning
 at start (configured metrics) or when discovered, `flux_queries_planned` and
 `flux_queries_completed` show each cycle, and unless `timeout` /
@@ -95,17 +95,17 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from exporter.budget import BUDGETS
-from exporter.configtypes import Duration, SourceConfigBase, StrictModel
+from exporter.sources.kit.ratelimit import BUDGETS, RateBudget
+from exporter.config.source import SourceConfigBase
+from exporter.config.types import Duration, StrictModel
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
-from exporter.http import Sent, parse_retry_after
-from exporter.ledgers import counter_samples, series_key
+from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample, SummaryValue
-from exporter.naming import label_name, metric_name, with_unit
-from exporter.payloads import json_or_none
-from exporter.periods import DAY, HOUR, MINUTE, Grid, rfc3339
+from exporter.sources.kit.naming import label_name, metric_name, with_unit
+from exporter.sources.kit.payloads import json_or_none
+from exporter.sources.kit.periods import DAY, HOUR, MINUTE, Grid, rfc3339
 from exporter.sources.base import Source, SourceContext, Target
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -361,14 +361,13 @@ class FluxSource(Source[FluxConfig]):
 
     def __init__(self, config: FluxConfig, context: SourceContext) -> None:
         super().__init__(config, context)
-        # `self.config` becomes a copy with the derived timeout/max_staleness
-        # (the runner reads both from it); this is what the user wrote.
-        self.configured = config
         self.grid = GRIDS[config.bucket]
-        secret = config.secret()
-        self.budget = BUDGETS.get(secret.get_secret_value() if secret is not None else "", self.http.base_url,
-                                  config.rate_limit.queries, config.rate_limit.per)
-        self.http.gate = self._gate
+        budget = self.http.budget
+        assert budget is not None  # rate_budget() gives every Flux client one
+        self.budget = budget
+        # Seconds the budget needs for one cycle of every source sharing it;
+        # None until the plan is known (a discovering source before its first list).
+        self._cycle: float | None = None
         self.dialect: str | None = None
         self._guess = DOCUMENTED
         self._types: dict[str, str] = {m.name: m.type for m in config.metrics or [] if m.type is not None}
@@ -381,42 +380,51 @@ class FluxSource(Source[FluxConfig]):
 
     # --- budget and deadlines ----------------------------------------------------------
 
-    async def _gate(self, send: Callable[[], Awaitable[Sent]]) -> Sent:
-        """Every attempt of every request takes a token; a 429 holds the budget."""
-        async with self.budget.slot():
-            sent = await send()
-        if sent[0] == 429:
-            wait = parse_retry_after(sent[1].get("Retry-After"))
-            self.budget.hold(wait if wait is not None else self.budget.per)
-        return sent
+    @classmethod
+    def rate_budget(cls, config: FluxConfig, base_url: str) -> RateBudget:
+        """Every attempt of every request takes a token of the budget shared by
+        all sources with the same key on the same server; a 429 holds it."""
+        secret = config.secret()
+        return BUDGETS.get(secret.get_secret_value() if secret is not None else "", base_url.rstrip("/"),
+                           config.rate_limit.queries, config.rate_limit.per)
+
+    @property
+    def poll_timeout(self) -> float:
+        """`timeout` if set; else interval + 2 × cycle (max(interval, 10 min)
+        before the first list of a discovering source)."""
+        if self.config.timeout is not None:
+            return self.config.timeout
+        if self._cycle is None:
+            return max(self.config.interval, FIRST_DISCOVERY_TIMEOUT)
+        return self.config.interval + 2 * self._cycle
+
+    @property
+    def staleness_limit(self) -> float:
+        """`max_staleness` if set; else 3 × (interval + cycle)."""
+        if self.config.max_staleness is not None or self._cycle is None:
+            return self.config.staleness_limit
+        return 3 * (self.config.interval + self._cycle)
 
     def _initial_requests(self) -> int | None:
         """Requests of one cycle as far as the config tells, in the costlier
         (open-source) dialect; None when the metrics are discovered."""
-        if self.configured.metrics is None:
+        if self.config.metrics is None:
             return None
-        total = 1 if any(m.type is None for m in self.configured.metrics) else 0
-        for entry in self.configured.metrics:
+        total = 1 if any(m.type is None for m in self.config.metrics) else 0
+        for entry in self.config.metrics:
             kind = entry.type or "distribution"  # unknown: the type with the most aggregations
             aggregations = tuple(entry.aggregations or DEFAULT_AGGREGATIONS[kind])
             total += len(Metric(entry.name, kind, aggregations).opensource_aggregations())
         return total
 
     def _adopt(self, requests: int | None, metrics: int | None = None) -> None:
-        """Declare the plan on the budget; derive the deadline and staleness limit."""
-        interval = self.configured.interval
-        cycle = None
-        if requests is not None:
-            self.budget.declare(self.name, requests)
-            cycle = self.budget.estimate()
-        updates: dict[str, float] = {}
-        if self.configured.timeout is None:
-            updates["timeout"] = max(interval, FIRST_DISCOVERY_TIMEOUT) if cycle is None else interval + 2 * cycle
-        if self.configured.max_staleness is None and cycle is not None:
-            updates["max_staleness"] = 3 * (interval + cycle)
-        self.config = self.configured.model_copy(update=updates) if updates else self.configured
-        if cycle is None or requests is None:
+        """Declare the plan on the budget, which sets the cycle (and so the
+        deadline and staleness limit); warn when a cycle outlasts the interval."""
+        interval = self.config.interval
+        if requests is None:
             return
+        self.budget.declare(self.name, requests)
+        cycle = self._cycle = self.budget.estimate()
         # Warn again only when the cycle's length (in budget windows) changes.
         windows = math.ceil(self.budget.demand() / self.budget.limit)
         if cycle > interval and windows != self._warned:
@@ -431,14 +439,14 @@ class FluxSource(Source[FluxConfig]):
                 self.name, what, requests, self.budget.limit, self.budget.per,
                 f"a budget shared with {sharers - 1} other source(s), {self.budget.demand()} requests in all"
                 if sharers > 1 else "this source's budget",
-                duration(cycle), interval, duration(self.config.poll_timeout), duration(self.config.staleness_limit),
+                duration(cycle), interval, duration(self.poll_timeout), duration(self.staleness_limit),
                 duration(cycle), extra={"source": self.name})
 
     # --- poll ------------------------------------------------------------------------------------
 
     async def poll(self, target: Target) -> list[Sample]:
         loop = asyncio.get_running_loop()
-        timeout = self.config.poll_timeout
+        timeout = self.poll_timeout
         now = self.context.clock()
         cycle = _Cycle(window=self._window_start(now), deadline=loop.time() + timeout - min(10.0, 0.1 * timeout))
         metrics = await self._plan(cycle)
@@ -483,8 +491,8 @@ class FluxSource(Source[FluxConfig]):
         every bucket since a metric was last read is read again."""
         anchor = now
         if self._last_success_start is not None:
-            anchor = max(min(now, self._last_success_start), now - self.config.staleness_limit)
-        return self.grid.shift(self.grid.floor(anchor), -self.configured.lookback)
+            anchor = max(min(now, self._last_success_start), now - self.staleness_limit)
+        return self.grid.shift(self.grid.floor(anchor), -self.config.lookback)
 
     def _requests(self, metric: Metric) -> int:
         if (self.dialect or self._guess) == DOCUMENTED:
@@ -534,7 +542,7 @@ class FluxSource(Source[FluxConfig]):
     # --- plan: which metrics, of which type ------------------------------------------------
 
     async def _plan(self, cycle: _Cycle) -> list[Metric]:
-        if self.configured.metrics is None:
+        if self.config.metrics is None:
             cycle.planned += 1
             listed = await self._list(cycle)  # a failed discovery fails the poll
             first: dict[str, str] = {}
@@ -550,7 +558,7 @@ class FluxSource(Source[FluxConfig]):
             return self._without_collisions(candidates)
         await self._learn_types(cycle)
         candidates = []
-        for entry in self.configured.metrics:
+        for entry in self.config.metrics:
             kind = self._types.get(entry.name)
             if kind is None:
                 continue  # its lookup failed and was counted
@@ -571,8 +579,8 @@ class FluxSource(Source[FluxConfig]):
         """Types of configured metrics that do not say: from one list, then one
         definition each for those the list lacks (404 → not_found). Kept for
         the source's life: a Flux metric's type does not change."""
-        assert self.configured.metrics is not None
-        unknown = [m.name for m in self.configured.metrics if m.name not in self._types]
+        assert self.config.metrics is not None
+        unknown = [m.name for m in self.config.metrics if m.name not in self._types]
         if not unknown:
             return
         cycle.planned += 1
@@ -622,7 +630,7 @@ class FluxSource(Source[FluxConfig]):
         own families) are all skipped, with one ERROR log per clash."""
         owners: dict[str, list[Metric]] = {}
         for metric in metrics:
-            for name in families_of(metric, self.configured.bucket).exposed():
+            for name in families_of(metric, self.config.bucket).exposed():
                 owners.setdefault(name, []).append(metric)
         clashes: dict[tuple[str, ...], list[str]] = {}
         for name, claimants in sorted(owners.items()):
@@ -670,7 +678,7 @@ class FluxSource(Source[FluxConfig]):
 
     def _documented_params(self, metric: Metric, aggregations: tuple[str, ...], window: float,
                            now: float) -> list[tuple[str, str]]:
-        params = [("from", rfc3339(window)), ("to", rfc3339(now)), ("interval", self.configured.bucket),
+        params = [("from", rfc3339(window)), ("to", rfc3339(now)), ("interval", self.config.bucket),
                   ("aggregation", ",".join(aggregations))]
         if metric.group_by:
             params.append(("group_by", ",".join(f"tags.{key}" for key in metric.group_by)))
@@ -680,7 +688,7 @@ class FluxSource(Source[FluxConfig]):
         # One minute more than the window: a server clock a little ahead of
         # ours must not cut the first bucket we keep (earlier ones are ignored).
         minutes = math.ceil((now - window) / 60) + 1
-        params = [("since", f"{minutes}m"), ("bucket", OPENSOURCE_BUCKETS[self.configured.bucket]),
+        params = [("since", f"{minutes}m"), ("bucket", OPENSOURCE_BUCKETS[self.config.bucket]),
                   ("aggregation", aggregation)]
         return params + [(f"tags[{key}]", value) for key, value in metric.tags]
 
@@ -694,7 +702,7 @@ class FluxSource(Source[FluxConfig]):
             self.dialect = shape
             log.info("%s: the Flux server at %s speaks the %s dialect", self.name, self.http.base_url, shape,
                      extra={"source": self.name})
-            if shape == OPENSOURCE and any(m.group_by for m in self.configured.metrics or []):
+            if shape == OPENSOURCE and any(m.group_by for m in self.config.metrics or []):
                 self._once("group_by", logging.WARNING, "%s: the open-source Flux server ignores group_by; "
                            "those metrics are exported without their group labels", self.name)
         elif shape != self.dialect:
@@ -750,7 +758,7 @@ class FluxSource(Source[FluxConfig]):
 
     def _samples(self, target: Target, metrics: list[Metric], cycle: _Cycle) -> list[Sample]:
         ledger = self.context.ledgers.get(self.name, target.id)
-        families = {m.key: families_of(m, self.configured.bucket) for m in metrics}
+        families = {m.key: families_of(m, self.config.bucket) for m in metrics}
         observed: dict[tuple[str, ...], dict[float, float]] = {}
         for key, fresh in cycle.fresh.items():
             fams = families[key]
@@ -764,7 +772,7 @@ class FluxSource(Source[FluxConfig]):
         ledger.observe(cycle.window, observed)
 
         now = self.context.clock()
-        limit = self.config.staleness_limit
+        limit = self.staleness_limit
         keep = {m.key for m in metrics}
         self._results = {key: fresh for key, fresh in {**self._results, **cycle.fresh}.items()
                          if key in keep and now - fresh.queried_at <= limit}

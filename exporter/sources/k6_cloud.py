@@ -44,13 +44,13 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt
                       field_validator, with_config)
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from exporter.configtypes import SourceConfigBase
+from exporter.config.source import SourceConfigBase
 from exporter.errors import EndpointRetired, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
-from exporter.naming import label_name, metric_name, with_unit
-from exporter.payloads import coded_error, list_field, parse_payload, read_body
+from exporter.sources.kit.naming import label_name, metric_name, with_unit
+from exporter.sources.kit.payloads import coded_error, list_field, parse_payload, read_body
 from exporter.sources.base import Source, SourceContext, Target
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -54,13 +54,14 @@ from urllib.parse import quote
 from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, TypeAdapter, field_validator, with_config
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from exporter.configtypes import Duration, SourceConfigBase
+from exporter.config.source import SourceConfigBase
+from exporter.config.types import Duration
 from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
-from exporter.ledgers import counter_samples, series_key
+from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
-from exporter.payloads import coded_error, read_body
+from exporter.sources.kit.payloads import coded_error, read_body
 from exporter.sources.base import Source, SourceContext, Target
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.registry import Collector
 
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.sinks.exposition import Block, go_float, render_blocks
-from exporter.store import Store, Stored
+from exporter.sinks.prometheus.blocks import Block, go_float, render_blocks
+from exporter.sinks.prometheus.store import Store
 
 NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,12}", fullmatch=True).filter(lambda n: not n.endswith("_") and "__" not in n)
 LABEL_NAMES = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True).filter(
@@ -113,7 +113,7 @@ def reference(groups: list[list[Sample]], openmetrics: bool) -> bytes:
 def stored(groups: list[list[Sample]]) -> Store:
     store = Store()
     samples = [s for group in groups for s in group]
-    store.put(Stored("src", "t1", tuple(render_blocks(samples)), 0.0, 60.0))
+    store.put(("src", "t1", 0), tuple(render_blocks(samples)))
     return store
 
 
@@ -139,7 +139,7 @@ def test_one_family_from_many_targets_has_one_header() -> None:
     family = Family("shared_gauge", Kind.GAUGE, "Shared.")
     store = Store()
     for target in ("b", "a", "c"):
-        store.put(Stored("src", target, tuple(render_blocks([Sample(family, (("t", target),), 1.0)])), 0, 60))
+        store.put(("src", target, 0), tuple(render_blocks([Sample(family, (("t", target),), 1.0)])))
     text = b"".join(store.parts(openmetrics=False, compressed=False)).decode()
     assert text.count("# TYPE shared_gauge gauge") == 1
     assert [line.split('"')[1] for line in text.splitlines() if not line.startswith("#")] == ["a", "b", "c"]
@@ -149,17 +149,17 @@ def test_target_replaced_and_dropped() -> None:
     family = Family("g", Kind.GAUGE, "G.")
     other = Family("h", Kind.GAUGE, "H.")
     store = Store()
-    store.put(Stored("s", "a", tuple(render_blocks([Sample(family, (), 1.0), Sample(other, (), 2.0)])), 0, 60))
-    store.put(Stored("s", "a", tuple(render_blocks([Sample(family, (), 3.0)])), 0, 60))
+    store.put(("s", "a", 0), tuple(render_blocks([Sample(family, (), 1.0), Sample(other, (), 2.0)])))
+    store.put(("s", "a", 0), tuple(render_blocks([Sample(family, (), 3.0)])))
     assert b"".join(store.parts(False, False)) == b"# HELP g G.\n# TYPE g gauge\ng 3.0\n"
-    store.drop("s", "a")
+    store.drop(("s", "a", 0))
     assert store.parts(False, False) == []
 
 
 def test_conflicting_family_type_is_refused() -> None:
     store = Store()
-    assert store.put(Stored("s", "a", tuple(render_blocks([Sample(Family("x", Kind.GAUGE, ""), (), 1.0)])), 0, 60)) == []
-    refused = store.put(Stored("s", "b", tuple(render_blocks([Sample(Family("x", Kind.COUNTER, ""), (), 1.0)])), 0, 60))
+    assert store.put(("s", "a", 0), tuple(render_blocks([Sample(Family("x", Kind.GAUGE, ""), (), 1.0)]))) == []
+    refused = store.put(("s", "b", 0), tuple(render_blocks([Sample(Family("x", Kind.COUNTER, ""), (), 1.0)])))
     assert [f.kind for f in refused] == [Kind.COUNTER]
 
 
@@ -179,17 +179,17 @@ def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_ord
     live, final = Store(), {}
     for operation, target, names, value in operations:
         if operation == "put":
-            live.put(Stored("s", target, blocks(target, names, value), 0, 60))
+            live.put(("s", target, 0), blocks(target, names, value))
             final[target] = (names, value)
         else:
-            live.drop("s", target)
+            live.drop(("s", target, 0))
             final.pop(target, None)
         for openmetrics in (False, True):  # read between changes, so cached bodies must be invalidated
             live.parts(openmetrics, False)
             live.parts(openmetrics, True)
     fresh = Store()
     for target in sorted(final):
-        fresh.put(Stored("s", target, blocks(target, *final[target]), 0, 60))
+        fresh.put(("s", target, 0), blocks(target, *final[target]))
     for openmetrics in (False, True):
         assert b"".join(live.parts(openmetrics, False)) == b"".join(fresh.parts(openmetrics, False))
         assert gzip.decompress(b"".join(live.parts(openmetrics, True)) or gzip.compress(b"")) == \

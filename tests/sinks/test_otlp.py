@@ -24,15 +24,16 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App
-from exporter.config import load_settings
+from exporter.cli import simulator_for
+from exporter.app.settings import load_settings
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.otlpconfig import OtlpConfig
-from exporter.selfmetrics import SelfMetrics
+from exporter.sinks.otlp.config import OtlpConfig
+from exporter.selfmetrics import ProcessMetrics
 from exporter.simulator import SIMULATOR_TOKEN
-from exporter.sinks.otlp import OtlpSink
-from exporter.sinks.otlp_encode import OtlpMetric, OtlpType
-from exporter.store import Snapshot
-from tests.conftest import REPO, free_port, k6_config, settings_from
+from exporter.sinks.otlp.sink import OtlpSink
+from exporter.sinks.otlp.points import OtlpMetric, OtlpType
+from exporter.model import Change, Snapshot, TargetKey
+from tests.conftest import REPO, Collector, free_port, k6_config, settings_from
 from tests.otlp_receiver import OtlpReceiver, ReceivedPoint
 from tests.sinks.test_otlp_encode import collector_name
 
@@ -97,19 +98,20 @@ def test_every_source_arrives_with_names_values_attributes_and_times(receiver: O
         "APIMETRICS_OTLP__HEADERS": json.dumps({"x-tenant": "acme", "authorization_file": str(token)}),
         "APIMETRICS_OTLP__RESOURCE_ATTRIBUTES": '{"deployment.environment": "test"}',
     })
-    app = App(settings)
     snapshots: list[Snapshot] = []
-    app.runner.listeners.append(snapshots.append)
 
-    async def go() -> bool:
+    async def go(app: App) -> bool:
+        app.runner.sinks.append(Collector(snapshots))
         app.build()
         try:
             return await app.poll_all()
         finally:
             await app.stop()  # flushes the queue
 
-    asyncio.run(go())
-    assert {s.source for s in snapshots} == {source.name for source in settings.sources}
+    with simulator_for(settings) as simulator_url:
+        app = App(settings, simulator_url=simulator_url)
+        asyncio.run(go(app))
+    assert {s.key.source for s in snapshots} == {source.name for source in settings.sources}
 
     expected = {}
     for snapshot in snapshots:
@@ -171,7 +173,7 @@ def test_k6_points_carry_the_vendor_time(receiver: OtlpReceiver, simulator: Any,
     serie = httpx.get(f"{base}/series", params={"test_run_id": 103055, "ids[]": vus["id"], "method": "value"},
                       headers=auth).json()["k6-serie"][0]["values"]
     newest = max(serie, key=lambda v: v["timestamp"])
-    from exporter.timeparse import parse_timestamp
+    from exporter.sources.kit.timeparse import parse_timestamp
 
     (point,) = [p for p in receiver.points() if p.metric == "k6_vus"]
     assert point.time_ns == round(parse_timestamp(newest["timestamp"]) * 1e9)
@@ -194,14 +196,14 @@ def poll(index: int, series: int = 2) -> Snapshot:
     """The index-th poll: `series` gauges stamped by the vendor at 1000 + index, and a counter."""
     samples = [Sample(GAUGE, (("s", str(n)),), float(index), timestamp=1000.0 + index) for n in range(series)]
     samples.append(Sample(COUNTER, (), float(index), created=900.0))
-    return Snapshot("src", "tgt", tuple(samples), 2000.0 + index, 1e9)
+    return Snapshot(TargetKey("src", "tgt"), Change.POLLED, index + 1, (), tuple(samples), 2000.0 + index, 1e9)
 
 
 def make_sink(receiver: OtlpReceiver, **overrides: Any) -> tuple[OtlpSink, CollectorRegistry]:
     registry = CollectorRegistry()
     config = OtlpConfig(enabled=True, protocol=receiver.protocol, endpoint=receiver.endpoint,
                         **{"timeout": 1.0, "backoff": 0.05, "max_backoff": 0.2, **overrides})
-    return OtlpSink(config, SelfMetrics(registry), "test-instance", environ={}), registry
+    return OtlpSink(config, ProcessMetrics(registry), "test-instance", environ={}), registry
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -223,7 +225,7 @@ def test_collector_down_then_up_every_point_once_in_order(receiver: OtlpReceiver
         receiver.stop()
         sink.start()
         for index in range(polls):
-            sink.on_snapshot(poll(index))
+            sink.publish(poll(index))
             await asyncio.sleep(0.01)
         await until(lambda: value(registry, "apimetrics_otlp_exported_points_total", result="retryable") > 0)
         assert value(registry, "apimetrics_otlp_queue_points") == polls * 3
@@ -263,7 +265,7 @@ def test_collector_down_past_the_queue_size_drops_the_oldest(receiver: OtlpRecei
         receiver.stop()
         sink.start()
         for index in range(polls):
-            sink.on_snapshot(poll(index))
+            sink.publish(poll(index))
             highest = max(highest, value(registry, "apimetrics_otlp_queue_points"))
             await asyncio.sleep(0.002)
         await until(lambda: value(registry, "apimetrics_otlp_exported_points_total", result="retryable") > 0)
@@ -293,7 +295,7 @@ def test_throttling_hint_is_honoured_and_points_arrive_once(
     async def go() -> float:
         sink.start()
         started = time.monotonic()
-        sink.on_snapshot(poll(0))
+        sink.publish(poll(0))
         await until(lambda: len(receiver.points()) == 3)
         elapsed = time.monotonic() - started
         await sink.stop()
@@ -311,9 +313,9 @@ def test_a_permanent_error_drops_only_that_batch(receiver: OtlpReceiver) -> None
 
     async def go() -> None:
         sink.start()
-        sink.on_snapshot(poll(0))
+        sink.publish(poll(0))
         await until(lambda: value(registry, "apimetrics_otlp_dropped_points_total", reason="rejected") == 3)
-        sink.on_snapshot(poll(1))
+        sink.publish(poll(1))
         await until(lambda: len(receiver.points()) == 3)
         await sink.stop()
 
@@ -330,7 +332,7 @@ def test_stop_flushes_within_the_grace(receiver: OtlpReceiver) -> None:
         receiver.stop()
         sink.start()
         for index in range(5):
-            sink.on_snapshot(poll(index))
+            sink.publish(poll(index))
         await until(lambda: value(registry, "apimetrics_otlp_exported_points_total", result="retryable") > 0)
         asyncio.get_running_loop().call_later(0.5, receiver.start)
         await sink.stop()
@@ -346,7 +348,7 @@ def test_stop_gives_up_at_the_grace_and_counts_what_is_left(receiver: OtlpReceiv
     async def go() -> float:
         receiver.stop()
         sink.start()
-        sink.on_snapshot(poll(0))
+        sink.publish(poll(0))
         started = time.monotonic()
         await sink.stop()
         return time.monotonic() - started
@@ -369,7 +371,7 @@ def test_histograms_and_summaries_on_the_wire(receiver: OtlpReceiver) -> None:
 
     async def go() -> None:
         sink.start()
-        sink.on_snapshot(Snapshot("src", "tgt", samples, 30.0, 60.0))
+        sink.publish(Snapshot(TargetKey("src", "tgt"), Change.POLLED, 1, (), samples, 30.0, 60.0))
         await until(lambda: len(receiver.points()) == 5)
         await sink.stop()
 
@@ -438,11 +440,11 @@ def test_grpc_over_tls_with_a_configured_ca(tmp_path: Path) -> None:
     try:
         config = OtlpConfig(enabled=True, protocol="grpc", endpoint=f"https://localhost:{port}", ca_file=cert,
                             timeout=3.0)
-        sink = OtlpSink(config, SelfMetrics(CollectorRegistry()), "tls", environ={})
+        sink = OtlpSink(config, ProcessMetrics(CollectorRegistry()), "tls", environ={})
 
         async def go() -> None:
             sink.start()
-            sink.on_snapshot(poll(0))
+            sink.publish(poll(0))
             await until(lambda: len(state.requests) == 1)
             await sink.stop()
 
@@ -457,7 +459,7 @@ def test_an_attempt_with_too_little_time_left_is_not_started(receiver: OtlpRecei
     import requests
     from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 
-    from exporter.sinks.otlp_transport import _FloorAdapter, _Recorder
+    from exporter.sinks.otlp.transport import _FloorAdapter, _Recorder
 
     body = metrics_service_pb2.ExportMetricsServiceRequest()
     if receiver.protocol == "grpc":

@@ -23,11 +23,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from exporter.app import App
-from exporter.config import ConfigError, load_settings
+from exporter.cli import simulator_for
+from exporter.app.settings import load_settings
+from exporter.config import ConfigError
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.otlpconfig import OtlpConfig
-from exporter.selfmetrics import SelfMetrics
-from exporter.sinks.otlp_encode import (
+from exporter.sinks.otlp.config import OtlpConfig
+from exporter.selfmetrics import SELF_METRICS, ProcessMetrics
+from exporter.sinks.otlp.points import (
     HistogramPoint,
     OtlpMetric,
     OtlpType,
@@ -39,8 +41,8 @@ from exporter.sinks.otlp_encode import (
     scope,
     translate,
 )
-from exporter.sinks.otlp_transport import resolve
-from exporter.store import Snapshot
+from exporter.sinks.otlp.transport import resolve
+from exporter.model import Change, Snapshot
 from tests.conftest import REPO, settings_from
 from tests.otlp_receiver import decode
 
@@ -132,24 +134,25 @@ def simulator_families() -> set[Family]:
     """Every family every source emits against the simulator: the shipped
     exporter.toml lists every source with the simulator serving it."""
     settings = load_settings(REPO / "exporter.toml", environ={})
-    app = App(settings)
     families: set[Family] = set()
     polled: set[str] = set()
 
-    def listen(snapshot: Snapshot) -> None:
-        polled.add(snapshot.source)
-        families.update(sample.family for sample in snapshot.samples)
+    class Listen:
+        def publish(self, snapshot: Snapshot) -> None:
+            if snapshot.change is Change.POLLED:
+                polled.add(snapshot.key.source)
+                families.update(sample.family for sample in snapshot.samples)
 
-    app.runner.listeners.append(listen)
-
-    async def go() -> bool:
+    async def go(app: App) -> bool:
+        app.runner.sinks.append(Listen())
         app.build()
         try:
             return await app.poll_all()
         finally:
             await app.stop()
 
-    asyncio.run(go())
+    with simulator_for(settings) as simulator_url:
+        asyncio.run(go(App(settings, simulator_url=simulator_url)))
     assert polled == {source.name for source in settings.sources}
     return families
 
@@ -171,11 +174,7 @@ def documented_families() -> set[Family]:
 
 
 def self_families() -> set[Family]:
-    app = App(load_settings(REPO / "exporter.toml", environ={}))
-    kinds = {"gauge": Kind.GAUGE, "counter": Kind.COUNTER, "histogram": Kind.HISTOGRAM, "summary": Kind.SUMMARY}
-    families = {Family(m.name, kinds[m.type], m.documentation, m.unit) for m in app.registry.collect()}
-    app.metrics.add_target("source", "target")  # the per-target ones live in the target's registry
-    return families | {sample.family for sample in app.metrics.target_samples("source", "target")}
+    return {row.family for row in SELF_METRICS}
 
 
 # Kinds no landed source has yet, with every unit suffix a family may carry.
@@ -446,7 +445,7 @@ def test_otlp_config_is_validated(tmp_path: Path, body: str, message: str) -> No
 
 
 def test_self_metrics_start_at_zero() -> None:
-    metrics = SelfMetrics(CollectorRegistry())
+    metrics = ProcessMetrics(CollectorRegistry())
     metrics.add_otlp()
     text = {(s.name, tuple(s.labels.items())) for m in metrics.registry.collect() for s in m.samples}
     assert ("apimetrics_otlp_dropped_points_total", (("reason", "queue_full"),)) in text

@@ -10,8 +10,8 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from exporter.model import Family, Kind, Sample
-from exporter.sinks.otlp_encode import build_resource, encode, new_points, scope
-from exporter.sinks.otlp_wire import WireEncoder, varint
+from exporter.sinks.otlp.points import build_resource, encode, new_points, scope
+from exporter.sinks.otlp.wire import WireEncoder, varint
 from tests.sinks.test_exposition import HOSTILE, families
 
 RESOURCE = build_resource({"deployment.environment": "test", "team": "ü路"}, {}, "host:9687", "1.2.3")

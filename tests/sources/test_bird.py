@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 from tests.conftest import SimHarness, exposition, samples_of
 
 FLOWS = ["flow-a", "flow-b"]

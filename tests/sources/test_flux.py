@@ -19,7 +19,7 @@ import pytest
 from exporter.config import ConfigError
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.flux import FakeMetric, FluxFake
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 from tests.conftest import SimHarness, samples_of, settings_from
 
 REPLAY_KEY = "replay-key"
@@ -432,7 +432,7 @@ def test_budget_holds_with_200_metrics(simulator: Simulator, flux: FluxFake, har
     # Said at discovery, and the deadline follows the plan (interval + 2 × 4 windows).
     warning = next(r.getMessage() for r in caplog.records if "requests a cycle" in r.getMessage())
     assert "207 requests" in warning and "at least 4s" in warning
-    config = h.app.sources[0].config
+    config = h.app.sources[0]  # the source derives both from its plan
     assert config.poll_timeout == pytest.approx(2 + 2 * 4.0)
     assert config.staleness_limit == pytest.approx(3 * (2 + 4.0))
 
@@ -446,7 +446,7 @@ def test_a_plan_longer_than_the_interval_is_announced_at_start(simulator: Simula
     # Worst case before the dialect is known: 1 + 1 + 2 requests, a second window of 60 s.
     (warning,) = [r.getMessage() for r in caplog.records if "requests a cycle" in r.getMessage()]
     assert "need up to 4 requests" in warning and "at least 1m" in warning and "interval to 1m" in warning
-    config = h.app.sources[0].config
+    config = h.app.sources[0]  # the source derives both from its plan
     assert config.poll_timeout == 30 + 2 * 60 and config.staleness_limit == 3 * (30 + 60)
 
 
@@ -517,7 +517,7 @@ def test_a_poll_stops_before_its_deadline_and_keeps_what_it_has(simulator: Simul
     assert planned == 67 and 10 <= completed < 40
     errors = samples_of(text, "apimetrics_poll_errors_total")
     assert errors[(("reason", "timeout"), ("source", "flux"), ("target", "acme"))] == 1
-    assert h.app.sources[0].config.poll_timeout == 2.0  # an explicit timeout is kept
+    assert h.app.sources[0].poll_timeout == 2.0  # an explicit timeout is kept
     first = bulk_exported(text)
     assert first
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.k6_cloud import HOSTILE_URL, UNICODE_URL
 from exporter.sources.k6_cloud import _newest
-from exporter.timeparse import parse_timestamp
+from exporter.sources.kit.timeparse import parse_timestamp
 from tests.conftest import exposition, k6_config, poll_once, samples_of, settings_from
 
 STATS = {"trend": ["avg", "0.95", "0.99", "max"], "counter": ["count", "rps"], "rate": ["rate"], "gauge": ["value"]}

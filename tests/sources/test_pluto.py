@@ -27,7 +27,7 @@ from exporter.simulator.pluto import PROJECT, PlutoFake
 from exporter.sources.base import Target
 from exporter.errors import InvalidResponse
 from exporter.sources.pluto import PlutoSource, _parse_point_checked, classify_error, parse_point
-from tests.conftest import SimHarness, exposition, samples_of, settings_from
+from tests.conftest import Collector, SimHarness, exposition, samples_of, settings_from
 
 VALUE, STEP, TIME = "pluto_run_metric_value", "pluto_run_metric_step", "pluto_run_metric_timestamp_seconds"
 NONFINITE = "pluto_run_metric_nonfinite_points_total"
@@ -498,20 +498,16 @@ def test_api_key_file_is_sent_as_bearer(simulator: Simulator, tmp_path: Path) ->
 def test_demo_config_polls_the_simulator(tmp_path: Path) -> None:
     """The shipped exporter.toml's Pluto entry works with no credentials."""
     from tests.conftest import REPO, poll_once
-    from exporter.config import load_settings
+    from exporter.app.settings import load_settings
 
     settings = load_settings(REPO / "exporter.toml", environ={})
     demo = next(s for s in settings.sources if s.type == "pluto")
     app, _ = poll_once(settings)
-    try:
-        text = exposition(app)
-        up = samples_of(text, "apimetrics_target_up")
-        assert {run: up[(("source", demo.name), ("target", run))] for run in demo.target_ids()} == {
-            run: 1 for run in demo.target_ids()}
-        assert {dict(k)["run_id"] for k in samples_of(text, VALUE)} == set(demo.target_ids())
-    finally:
-        if app.simulator is not None:
-            app.simulator.stop()
+    text = exposition(app)
+    up = samples_of(text, "apimetrics_target_up")
+    assert {run: up[(("source", demo.name), ("target", run))] for run in demo.target_ids()} == {
+        run: 1 for run in demo.target_ids()}
+    assert {dict(k)["run_id"] for k in samples_of(text, VALUE)} == set(demo.target_ids())
 
 
 def test_logging_never_shows_the_key(simulator: Simulator, harness: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -524,7 +520,7 @@ def test_logging_never_shows_the_key(simulator: Simulator, harness: Any, caplog:
 def test_push_sinks_receive_every_new_point_as_history(simulator: Simulator, harness: Any) -> None:
     h = harness([4105], "limit = 100")
     snapshots: list[Any] = []
-    h.app.runner.listeners.append(snapshots.append)
+    h.app.runner.sinks.append(Collector(snapshots))
     assert h.poll(4105)
     simulator.clock.frozen = simulator.now() + 60  # 3 new steps
     assert h.poll(4105)

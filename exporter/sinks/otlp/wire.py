@@ -45,7 +45,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from exporter.model import Labels
-from exporter.sinks.otlp_encode import HistogramPoint, OtlpMetric, OtlpType, Point
+from exporter.sinks.otlp.points import HistogramPoint, OtlpMetric, OtlpType, Point
 
 # A series' labels are the same on every poll: their encoded attributes are
 # kept for the next batch. Bounded, so a churn of label sets cannot grow it.

@@ -24,7 +24,7 @@ and its value is folded into a per-series ``settled`` sum. The raw total is
 *down*, the exported value is ``max(previously exported, raw total)``, so the
 counter never goes backwards; such corrections are counted and logged.
 
-State survives restarts through :class:`LedgerStateStore`, so a daemon restart
+State survives restarts through :class:`exporter.ledger.state.LedgerStateStore`, so a daemon restart
 does not reset every counter (and ``created`` stays the OpenMetrics
 ``_created`` timestamp of the original start).
 
@@ -35,38 +35,24 @@ scrape thread may call :meth:`PeriodLedger.totals` while a poll job calls
 
 from __future__ import annotations
 
-import datetime as _dt
 import decimal
-import hashlib
-import json
 import logging
 import math
 from math import isfinite
 import numbers
-import os
-import re
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "LEDGER_FILE_FORMAT",
-    "LEDGER_FILE_VERSION",
-    "LedgerStateError",
-    "LedgerStateStore",
-    "PeriodLedger",
-    "SeriesKey",
-]
+__all__ = ["LedgerKey", "LedgerStateError", "PeriodLedger"]
 
 log = logging.getLogger("exporter.ledger")
 
-SeriesKey = tuple[str, ...]
-
-LEDGER_FILE_FORMAT = "api-metrics-exporter/ledger"
-LEDGER_FILE_VERSION = 1
+# A ledger series is keyed by its family name followed by its labels,
+# flattened: ("bird_flow_runs", "status", "completed_success"). This is the
+# shape the state file stores (a list of strings), so it stays flat here.
+LedgerKey = tuple[str, ...]
 
 
 class LedgerStateError(ValueError):
@@ -130,7 +116,7 @@ class PeriodLedger:
     corrections_total: int = 0
     rejected_values_total: int = 0
     stale_values_total: int = 0
-    _series: dict[SeriesKey, _Series] = field(default_factory=dict, init=False, repr=False)
+    _series: dict[LedgerKey, _Series] = field(default_factory=dict, init=False, repr=False)
     _lock: threading.Lock = field(
         default_factory=threading.Lock, init=False, repr=False, compare=False
     )
@@ -149,7 +135,7 @@ class PeriodLedger:
     # -- polling ---------------------------------------------------------
 
     def observe(
-        self, window_start: float, values: Mapping[SeriesKey, Mapping[float, float]]
+        self, window_start: float, values: Mapping[LedgerKey, Mapping[float, float]]
     ) -> int:
         """Apply one poll: settle periods before window_start, record latest values.
 
@@ -182,7 +168,7 @@ class PeriodLedger:
             return self._observe_locked(start, values)
 
     def _observe_locked(
-        self, window_start: float, values: Mapping[SeriesKey, Mapping[float, float]]
+        self, window_start: float, values: Mapping[LedgerKey, Mapping[float, float]]
     ) -> int:
         previous_watermark = self.watermark
         if previous_watermark is not None and window_start < previous_watermark:
@@ -204,7 +190,7 @@ class PeriodLedger:
         self._settle(watermark)
 
         rejected = 0
-        first_rejected: tuple[SeriesKey, Any, Any] | None = None
+        first_rejected: tuple[LedgerKey, Any, Any] | None = None
         stale = 0
         corrections = 0
         for key, periods in values.items():
@@ -284,18 +270,18 @@ class PeriodLedger:
 
     # -- reading ---------------------------------------------------------
 
-    def totals(self) -> dict[SeriesKey, float]:
+    def totals(self) -> dict[LedgerKey, float]:
         """Exported (monotonic) counter value per series."""
         with self._lock:
             return {key: series.exported for key, series in self._series.items()}
 
-    def total(self, key: SeriesKey) -> float:
+    def total(self, key: LedgerKey) -> float:
         """Exported counter value of one series; 0.0 for an unknown series."""
         with self._lock:
             series = self._series.get(key)
             return series.exported if series is not None else 0.0
 
-    def raw_total(self, key: SeriesKey) -> float:
+    def raw_total(self, key: LedgerKey) -> float:
         """``settled + sum(open periods)``, which may be below :meth:`total`."""
         with self._lock:
             series = self._series.get(key)
@@ -429,168 +415,3 @@ def _count(value: object, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise LedgerStateError(f"{name} must be a non-negative integer, got {value!r}")
     return value
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class LedgerStateStore:
-    """Saves/loads one ledger per (source name, target id) under a state dir.
-
-    Files are JSON: ``{"format": "api-metrics-exporter/ledger", "version": 1,
-    "source": ..., "target": ..., "ledger": {...}}``. The source and target are
-    stored inside so a file that was copied or hash-collided into the wrong
-    place is detected instead of silently merged into another target's counters.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-
-    def path_for(self, source: str, target: str) -> Path:
-        """State file path for one (source, target); stable across runs.
-
-        The readable prefix is for humans; the sha256 of the exact pair is what
-        keeps two targets that sanitise to the same prefix apart.
-        """
-        digest = hashlib.sha256(
-            json.dumps([source, target], ensure_ascii=False).encode("utf-8")
-        ).hexdigest()[:16]
-        readable = _UNSAFE.sub("_", f"{source}__{target}").strip("._")[:80] or "ledger"
-        return self.directory / f"{readable}-{digest}.ledger.json"
-
-    def save(self, source: str, target: str, ledger: PeriodLedger) -> None:
-        """Atomically replace the state file for (source, target).
-
-        Raises OSError (after removing its temp file) when the write fails;
-        the previous state file, if any, is then untouched.
-        """
-        document = {
-            "format": LEDGER_FILE_FORMAT,
-            "version": LEDGER_FILE_VERSION,
-            "source": source,
-            "target": target,
-            "ledger": ledger.to_dict(),
-        }
-        # allow_nan=False: the ledger never holds NaN/inf, and if it ever did
-        # we want a loud failure rather than a file that other tools reject.
-        payload = json.dumps(document, allow_nan=False, ensure_ascii=False, indent=1).encode("utf-8")
-        path = self.path_for(source, target)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        # Without a directory fsync the rename itself may be lost on power
-        # failure, leaving the old state (or none) behind.
-        _fsync_directory(self.directory)
-
-    def load(self, source: str, target: str) -> PeriodLedger | None:
-        """The saved ledger, or None when there is none usable.
-
-        A corrupt or foreign file is logged (one ERROR line) and moved aside
-        to ``<name>.corrupt-<UTC timestamp>`` so the caller can start fresh
-        without destroying evidence. An unreadable file or directory is logged
-        and yields None; it is left in place.
-        """
-        path = self.path_for(source, target)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            log.error(
-                "cannot read ledger state file %s (%s); starting a fresh ledger "
-                "for source %r target %r",
-                path,
-                exc,
-                source,
-                target,
-            )
-            return None
-
-        try:
-            ledger = self._decode(data, source, target)
-        except LedgerStateError as exc:
-            self._quarantine(path, str(exc))
-            return None
-        return ledger
-
-    @staticmethod
-    def _decode(data: bytes, source: str, target: str) -> PeriodLedger:
-        try:
-            document = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise LedgerStateError(f"not valid JSON: {exc}") from exc
-        if not isinstance(document, dict):
-            raise LedgerStateError("top level is not a JSON object")
-        if document.get("format") != LEDGER_FILE_FORMAT:
-            raise LedgerStateError(
-                f"format is {document.get('format')!r}, expected {LEDGER_FILE_FORMAT!r}"
-            )
-        version = document.get("version")
-        if version != LEDGER_FILE_VERSION or isinstance(version, bool):
-            raise LedgerStateError(f"version is {version!r}, expected {LEDGER_FILE_VERSION}")
-        if document.get("source") != source or document.get("target") != target:
-            raise LedgerStateError(
-                f"file belongs to source {document.get('source')!r} target "
-                f"{document.get('target')!r}, not source {source!r} target {target!r}"
-            )
-        if "ledger" not in document:
-            raise LedgerStateError("missing 'ledger'")
-        return PeriodLedger.from_dict(document["ledger"])
-
-    @staticmethod
-    def _quarantine(path: Path, problem: str) -> None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-        suffix = 1
-        while aside.exists():
-            aside = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
-            suffix += 1
-        try:
-            os.rename(path, aside)
-        except OSError as exc:
-            log.error(
-                "ledger state file %s is unusable (%s) and could not be moved aside (%s); "
-                "starting a fresh ledger",
-                path,
-                problem,
-                exc,
-            )
-            return
-        log.error(
-            "ledger state file %s is unusable (%s); moved it to %s and starting a fresh ledger",
-            path,
-            problem,
-            aside,
-        )
-
-
-def _reject_constant(name: str) -> float:
-    # json accepts NaN/Infinity by default; a state file holding them was not
-    # written by us (save uses allow_nan=False).
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        # Some platforms (Windows) cannot open a directory; the rename is
-        # still atomic there, just not guaranteed durable.
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

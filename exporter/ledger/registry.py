@@ -12,29 +12,29 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
-
-from exporter.ledger import LedgerStateStore, PeriodLedger, SeriesKey
-from exporter.model import Family, Labels, Sample
+from exporter.ledger.period import LedgerKey, PeriodLedger
+from exporter.ledger.state import LedgerStateStore
+from exporter.model import Family, Labels, Sample, TargetKey
 
 log = logging.getLogger(__name__)
 
 
-class Ledgers(Collector):
-    """Also a collector of `apimetrics_counter_corrections_total`."""
+class Ledgers:
+    """The ledgers of every target, by (source, target). The runner reads each
+    target's corrections from here into its own series after a poll."""
 
     def __init__(self, directory: Path | None, clock: Callable[[], float]) -> None:
         self._files = LedgerStateStore(directory) if directory is not None else None
         self._clock = clock
-        self._ledgers: dict[tuple[str, str], PeriodLedger] = {}
+        self._ledgers: dict[TargetKey, PeriodLedger] = {}
         self._lock = threading.Lock()
 
     def get(self, source: str, target: str) -> PeriodLedger:
-        key = (source, target)
+        """The target's ledger: restored from the state dir on first use, else new."""
+        key = TargetKey(source, target)
         with self._lock:
             ledger = self._ledgers.get(key)
         if ledger is not None:
@@ -50,7 +50,7 @@ class Ledgers(Collector):
     def save(self, source: str, target: str) -> None:
         """Persist the target's ledger if it has one; failures are logged, not raised."""
         with self._lock:
-            ledger = self._ledgers.get((source, target))
+            ledger = self._ledgers.get(TargetKey(source, target))
         if ledger is None or self._files is None:
             return
         try:
@@ -61,27 +61,17 @@ class Ledgers(Collector):
 
     def forget(self, source: str, target: str) -> None:
         with self._lock:
-            self._ledgers.pop((source, target), None)
+            self._ledgers.pop(TargetKey(source, target), None)
 
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "apimetrics_counter_corrections",
-            "Downward revisions of vendor period counts held back so counters never decrease.",
-            labels=["source", "target"],
-        )
+    def peek(self, key: TargetKey) -> PeriodLedger | None:
+        """The target's ledger if it has one (sources without ledgers have none)."""
         with self._lock:
-            items = sorted(self._ledgers.items())
-        for (source, target), ledger in items:
-            family.add_metric([source, target], ledger.corrections_total, created=ledger.created)
-        yield family
+            return self._ledgers.get(key)
 
 
-# A ledger series is keyed by its family name followed by its labels, flattened:
-# ("bird_flow_runs", "status", "completed_success"). One ledger per target can
-# so hold every counter family of that target.
-
-
-def series_key(family: Family, labels: Labels) -> SeriesKey:
+def series_key(family: Family, labels: Labels) -> LedgerKey:
+    """The ledger key of a series: one ledger per target so holds every
+    counter family of that target."""
     return (family.name, *itertools.chain.from_iterable(labels))
 
 

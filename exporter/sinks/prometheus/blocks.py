@@ -10,7 +10,7 @@ concatenates gzip members, which RFC 1952 makes one valid gzip stream.
 
 Output is byte-for-byte what prometheus_client's `generate_latest` (text) and
 `openmetrics.exposition.generate_latest` produce for the same families, labels
-sorted by name, in the order samples are given (tests/sinks/test_exposition.py
+sorted by name, in the order samples are given (tests/sinks/prometheus/test_blocks.py
 checks this property). Vendor timestamps are not written: Prometheus rejects
 samples older than its head block.
 """

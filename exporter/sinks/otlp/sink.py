@@ -1,10 +1,12 @@
 """OTLP push sink: every new polled point, through a bounded queue, to an OpenTelemetry collector.
 
-    poll ─► Runner listener `on_snapshot` ─► PointQueue ─► drain task ─► worker thread (encode: otlp_wire; send: SDK exporter)
+    poll ─► runner ─► `publish(snapshot)` ─► PointQueue ─► drain task ─► worker thread (encode: wire; send: SDK exporter)
 
-- `on_snapshot` runs on the event loop right after a successful poll. It only
-  turns the snapshot's new samples into points and appends them: no I/O, so a
-  collector being down never delays a poll or a scrape.
+- `publish` runs right after a successful poll, on the event loop or (for a
+  big snapshot) in the runner's worker thread. It only turns the snapshot's
+  new samples into points and appends them under a lock, then wakes the drain
+  task on its loop: no I/O, so a collector being down never delays a poll or
+  a scrape.
 - One drain task sends batches of at most `max_batch_points`, one at a time,
   in queue order. Encoding and the SDK's blocking `export()` run in a daemon
   worker thread (not `asyncio.to_thread`: the default executor is joined at
@@ -37,12 +39,12 @@ from typing import Any, TypeVar
 
 from exporter import __version__
 from exporter.logs import REDACTOR
-from exporter.otlpconfig import OtlpConfig
-from exporter.selfmetrics import SelfMetrics
-from exporter.sinks.otlp_encode import Point, SeriesKey, build_resource, new_points, scope
-from exporter.sinks.otlp_transport import Encoded, Outcome, Transport, resolve
-from exporter.sinks.otlp_wire import WireEncoder
-from exporter.store import Snapshot
+from exporter.model import Change, SeriesKey, Snapshot, TargetKey
+from exporter.selfmetrics import ProcessMetrics
+from exporter.sinks.otlp.config import OtlpConfig
+from exporter.sinks.otlp.points import Point, build_resource, new_points, scope
+from exporter.sinks.otlp.transport import Encoded, Outcome, Transport, resolve
+from exporter.sinks.otlp.wire import WireEncoder
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ class OtlpSink:
     def __init__(
         self,
         config: OtlpConfig,
-        metrics: SelfMetrics,
+        metrics: ProcessMetrics,
         instance_id: str,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
@@ -131,7 +133,11 @@ class OtlpSink:
         # Counters without a vendor-given start (none today) start here.
         self._started_at = clock()
         # Per target: the newest vendor time sent per series, and when to forget it.
-        self._sent: dict[tuple[str, str], tuple[dict[SeriesKey, int], float]] = {}
+        self._sent: dict[TargetKey, tuple[dict[SeriesKey, int], float]] = {}
+        # publish() may run in a worker thread: the queue and `_sent` are
+        # changed under this lock, and the drain task is woken on its loop.
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._in_flight = 0
         self._wake = asyncio.Event()
         self._interrupt = asyncio.Event()
@@ -147,10 +153,22 @@ class OtlpSink:
             logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
         log.info("pushing OTLP (%s) to %s", self.settings.protocol, self.settings.endpoint)
 
-    # --- the Runner listener: on the event loop, never blocking ----------------------------
+    # --- the sink: on the event loop or a worker thread, never blocking ------------------
 
-    def on_snapshot(self, snapshot: Snapshot) -> None:
-        key = (snapshot.source, snapshot.target)
+    def publish(self, snapshot: Snapshot) -> None:
+        if snapshot.change is Change.REMOVED:
+            with self._lock:
+                self._sent.pop(snapshot.key, None)
+            return
+        if snapshot.change is not Change.POLLED:
+            return  # only polls bring vendor points; the target's own series are not pushed
+        with self._lock:
+            self._take(snapshot)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _take(self, snapshot: Snapshot) -> None:
+        key = snapshot.key
         sent = self._sent.get(key, ({}, 0.0))[0]
         points, newest = new_points(snapshot.samples, snapshot.taken_at, self._started_at, sent)
         if self._stopped:  # a poll that ended after the flush
@@ -159,16 +177,16 @@ class OtlpSink:
         self._sent[key] = (newest, snapshot.taken_at + 2 * snapshot.max_staleness)
         now = snapshot.taken_at
         for gone in [k for k, (_, forget_at) in self._sent.items() if forget_at < now]:
-            del self._sent[gone]  # a target not polled successfully for long (or removed)
+            del self._sent[gone]  # a target not polled successfully for long
         self._drop("queue_full", self.queue.put(points))
         self._update_queue_gauge()
-        self._wake.set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain(), name="otlp-drain")
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._drain(), name="otlp-drain")
 
     async def stop(self) -> None:
         """Flush within `shutdown_grace`, then close the exporter; never raises."""
@@ -190,7 +208,8 @@ class OtlpSink:
             log.warning("OTLP: %d point(s) not delivered within the shutdown grace (%gs); dropped",
                         left, self.config.shutdown_grace)
             self._drop("shutdown", left)
-            self.queue.take(len(self.queue))
+            with self._lock:
+                self.queue.take(len(self.queue))
             self._in_flight = 0
         self._update_queue_gauge()
         self.transport.shutdown()
@@ -228,7 +247,8 @@ class OtlpSink:
                 pass
 
     async def _send_one_batch(self) -> Outcome:
-        batch = self.queue.take(self.config.max_batch_points)
+        with self._lock:
+            batch = self.queue.take(self.config.max_batch_points)
         self._in_flight = len(batch)
         started = time.monotonic()
         try:
@@ -244,7 +264,8 @@ class OtlpSink:
             self._failing, self._dropping = None, False
         elif outcome.retryable:
             self.metrics.otlp_exported_points.labels("retryable").inc(size)
-            self._drop("queue_full", self.queue.put_back(batch))
+            with self._lock:
+                self._drop("queue_full", self.queue.put_back(batch))
             self._log_failure(outcome, f"retrying; {len(self.queue)} point(s) queued")
         else:
             if outcome.reason != "invalid":

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from exporter.configtypes import Duration, StrictModel, read_secret_file
+from exporter.config.types import Duration, StrictModel, read_secret_file
 
 Protocol = Literal["grpc", "http/protobuf"]
 

@@ -16,20 +16,18 @@ error messages never contain it.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import functools
 import logging
-import random
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
 
 from exporter import __version__
-from exporter.configtypes import HttpConfig
+from exporter.config.source import HttpConfig
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
-from exporter.payloads import decode_json
+from exporter.retry import full_jitter, parse_retry_after
+from exporter.sources.kit.payloads import decode_json
+from exporter.sources.kit.ratelimit import RateBudget
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +37,7 @@ Params = Mapping[str, Any] | list[tuple[str, Any]] | None
 # Called with every error response before the default mapping; a source returns
 # a PollError of its own (e.g. a vendor's "retired" or "insufficient data") or None.
 ErrorClassifier = Callable[[int, bytes, str], PollError | None]
-# Wraps every attempt (retries included): `gate(send)` awaits `send()` and returns
-# its `(status, headers, body)`. A rate budget takes a token per request this way.
 Sent = tuple[int, httpx.Headers, bytes]
-Gate = Callable[[Callable[[], Awaitable[Sent]]], Awaitable[Sent]]
 
 
 class HttpClient:
@@ -57,11 +52,14 @@ class HttpClient:
         source: str = "",
         transport: httpx.AsyncBaseTransport | None = None,
         on_retry: Callable[[str], None] | None = None,
+        budget: RateBudget | None = None,
     ) -> None:
         self.config = config
         self.source = source
         self._on_retry = on_retry
-        self.gate: Gate | None = None
+        # Every attempt (retries included) takes a token of the budget, shared
+        # by every client on the same key and server; a 429 holds it for all.
+        self.budget = budget
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
@@ -125,8 +123,7 @@ class HttpClient:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                send = functools.partial(self._send_once, method, path, params, json_body)
-                status, headers, body = await (send() if self.gate is None else self.gate(send))
+                status, headers, body = await self._attempt(method, path, params, json_body)
             except httpx.TimeoutException as exc:
                 error: PollError = PollError("timeout", f"{method} {path}: timed out ({type(exc).__name__})")
                 delay = None if last else self._backoff(attempt)
@@ -146,6 +143,16 @@ class HttpClient:
                 self._on_retry(error.reason)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, method: str, path: str, params: Params, json_body: Any) -> Sent:
+        if self.budget is None:
+            return await self._send_once(method, path, params, json_body)
+        async with self.budget.slot():
+            sent = await self._send_once(method, path, params, json_body)
+        if sent[0] == 429:
+            wait = parse_retry_after(sent[1].get("Retry-After"))
+            self.budget.hold(wait if wait is not None else self.budget.per)
+        return sent
 
     async def _send_once(
         self, method: str, path: str, params: Params, json_body: Any
@@ -208,25 +215,7 @@ class HttpClient:
         return None
 
     def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(max_backoff, backoff * 2**attempt)]."""
-        ceiling = min(self.config.max_backoff, self.config.backoff * (2**attempt))
-        return random.uniform(0, ceiling)
+        return full_jitter(attempt, self.config.backoff, self.config.max_backoff)
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header: delta-seconds or an HTTP date."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds)

@@ -1,4 +1,4 @@
-"""The configuration: `exporter.toml` + `APIMETRICS_*` environment + secret files.
+"""Reading the config: the TOML file, `APIMETRICS_*` overrides, and errors that name the key.
 
 Precedence, highest first: environment variables, then the TOML file, then the
 model defaults. Nesting in variable names uses `__`; list entries of
@@ -10,26 +10,22 @@ model defaults. Nesting in variable names uses `__`; list entries of
 
 Values that look like JSON lists or objects are parsed as JSON. Every problem
 is reported with its key path (`sources[0].interval: ...`) in one `ConfigError`.
+The root model is `exporter.app.settings.Settings`; this module knows only
+its shape's conventions (a `sources` list tagged by `type`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Any
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import ValidationError
 
-from exporter.configtypes import ListenAddress, SecretFileError, SourceConfigBase, StrictModel
-from exporter.limits import LimitsConfig, ShardingConfig
-from exporter.otlpconfig import OtlpConfig
-from exporter.webauth import BasicAuthConfig, TlsConfig
-from exporter.sources import REGISTRY
+from exporter.config.types import SecretFileError
 
 ENV_PREFIX = "APIMETRICS_"
 CONFIG_ENV = "APIMETRICS_CONFIG"
@@ -47,87 +43,14 @@ class ConfigError(Exception):
         return [f"{loc}: {msg}" if loc else msg for loc, msg in self.details]
 
 
-class ServerConfig(StrictModel):
-    listen: ListenAddress = "0.0.0.0:9687"
-    tls: TlsConfig | None = None
-    basic_auth: BasicAuthConfig | None = None
-    # POST /-/reload, like Prometheus' --web.enable-lifecycle.
-    enable_lifecycle: bool = False
-    # Reload when the config file changes, checked every few seconds. Follows
-    # symlinks, so a Kubernetes ConfigMap update (an atomic symlink swap) counts.
-    watch_config: bool = False
-
-
-class SimulatorConfig(StrictModel):
-    """The built-in fake of every vendor API; sources without `base_url` use it."""
-
-    enabled: bool = False
-    listen: ListenAddress = "127.0.0.1:0"
-    seed: int = 1
-    # Freeze the simulator's clock (epoch seconds) for reproducible output.
-    freeze_time: float | None = None
-
-
-class StateConfig(StrictModel):
-    dir: Path | None = None
-
-
-def _source_union() -> Any:
-    models = tuple(cls.config_model for cls in REGISTRY.values())
-    if len(models) == 1:
-        return models[0]
-    return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at runtime
-
-
-SourceConfig = _source_union()
-
-
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
-
-    server: ServerConfig = ServerConfig()
-    simulator: SimulatorConfig = SimulatorConfig()
-    state: StateConfig = StateConfig()
-    otlp: OtlpConfig = OtlpConfig()
-    limits: LimitsConfig = LimitsConfig()
-    sharding: ShardingConfig = ShardingConfig()
-    sources: list[SourceConfig] = Field(default_factory=list)  # type: ignore[valid-type]
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML document and the environment are merged into init kwargs by
-        # `load_settings`, because pydantic-settings' own env source cannot
-        # address entries of a list (it silently ignores SOURCES__0__X).
-        return (init_settings,)
-
-    def uses_simulator(self, source: SourceConfigBase) -> bool:
-        return self.simulator.enabled and source.base_url is None
-
-
-def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, merge and validate; raise ConfigError listing every problem."""
-    environ = os.environ if environ is None else environ
+def read_document(path: str | Path | None, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The config file's document with every `APIMETRICS_*` variable applied;
+    raises ConfigError for an unreadable file or a variable naming nothing."""
     document = read_toml(resolve_config_path(path, environ))
     merged, env_errors = apply_env_overrides(document, environ)
     if env_errors:
         raise ConfigError(env_errors)
-    try:
-        settings = Settings(**merged)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
-    except SecretFileError as exc:  # pragma: no cover - pydantic wraps it; kept for safety
-        raise ConfigError([(exc.field, str(exc))]) from None
-    problems = semantic_problems(settings)
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    return merged
 
 
 def resolve_config_path(path: str | Path | None, environ: Mapping[str, str]) -> Path:
@@ -207,16 +130,17 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
+def format_validation_error(exc: ValidationError, source_types: Collection[str]) -> list[tuple[str, str]]:
+    """`(key path, message)` per error; `source_types` are the valid `type` tags of `[[sources]]`."""
     details = []
     for error in exc.errors(include_url=False):
-        loc = _format_loc(error["loc"])
+        loc = _format_loc(error["loc"], source_types)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             loc = f"{loc}.type"
-            message = f"unknown source type {error['input'].get('type')!r}; one of: {', '.join(REGISTRY)}"
+            message = f"unknown source type {error['input'].get('type')!r}; one of: {', '.join(source_types)}"
             if error["type"] == "union_tag_not_found":
-                message = f"required; one of: {', '.join(REGISTRY)}"
+                message = f"required; one of: {', '.join(source_types)}"
         ctx_error = (error.get("ctx") or {}).get("error")
         if isinstance(ctx_error, SecretFileError):
             loc = f"{loc}.{ctx_error.field}" if loc else ctx_error.field
@@ -225,34 +149,13 @@ def format_validation_error(exc: ValidationError) -> list[tuple[str, str]]:
     return details
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
+def _format_loc(loc: tuple[Any, ...], source_types: Collection[str]) -> str:
     text = ""
     for index, part in enumerate(loc):
         if isinstance(part, int):
             text += f"[{part}]"
-        elif index >= 2 and loc[index - 2] == "sources" and isinstance(loc[index - 1], int) and part in REGISTRY:
+        elif index >= 2 and loc[index - 2] == "sources" and isinstance(loc[index - 1], int) and part in source_types:
             continue  # the discriminator tag pydantic inserts: `sources[0].k6_cloud.x`
         else:
             text += f".{part}" if text else str(part)
     return text
-
-
-def semantic_problems(settings: Settings) -> list[tuple[str, str]]:
-    """Checks that span several keys."""
-    problems: list[tuple[str, str]] = []
-    try:
-        settings.sharding.resolved_index()
-    except ValueError as exc:
-        problems.append(("sharding.index", str(exc)))
-    seen: dict[str, int] = {}
-    for index, source in enumerate(settings.sources):
-        where = f"sources[{index}]"
-        if source.name in seen:
-            problems.append((f"{where}.name", f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])"))
-        seen.setdefault(source.name, index)
-        if not settings.uses_simulator(source) and source.secret() is None and source.secret_fields:
-            field = source.secret_fields[0]
-            problems.append(
-                (f"{where}.{field}", f"required (or {field}_file) unless the built-in simulator serves this source")
-            )
-    return problems

@@ -56,8 +56,8 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.util.re import parse_env_headers
 from requests.adapters import HTTPAdapter
 
-from exporter.http import parse_retry_after
-from exporter.otlpconfig import OtlpConfig
+from exporter.retry import parse_retry_after
+from exporter.sinks.otlp.config import OtlpConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,232 @@
+"""Wires the application: config → poller → sources → runner → snapshots → sinks.
+
+    Settings ──► Targets (sources, their HTTP clients, sharding)
+                    │ poll jobs on the Poller
+                    ▼
+                 Runner ──Snapshot──► PrometheusSink ──► /metrics (WebServer)
+                                  └─► OtlpSink ──► collector
+
+This is the one module (with the command line and the root settings) that
+knows every part by name; the parts know each other only through the
+protocols between them (`Source`, `Sink`, the web server's `AppView`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+
+from exporter.app.reload import plan_reload
+from exporter.app.settings import Settings
+from exporter.app.targets import Targets
+from exporter.config.load import ConfigError
+from exporter.ledger.registry import Ledgers
+from exporter.poller import Chore, Poller
+from exporter.runner import Runner, TargetStatus
+from exporter.selfmetrics import ProcessMetrics
+from exporter.sinks import Sink
+from exporter.sinks.prometheus import PrometheusSink
+from exporter.sources import Source, Target
+from exporter.web import WebServer
+
+if TYPE_CHECKING:
+    from exporter.sinks.otlp.sink import OtlpSink
+
+log = logging.getLogger(__name__)
+
+CONFIG_WATCH_SECONDS = 5.0
+# How often targets without a successful poll for max_staleness lose their series.
+EXPIRY_SECONDS = 1.0
+
+
+def config_stamp(path: str) -> tuple[str, int, int] | None:
+    """Identity of the file behind `path`: its real path (a ConfigMap update
+    swaps the `..data` symlink), inode and mtime; None when it is missing."""
+    real = os.path.realpath(path)
+    try:
+        info = os.stat(real)
+    except OSError:
+        return None
+    return real, info.st_ino, info.st_mtime_ns
+
+
+def freeze_startup_heap() -> None:
+    """Move everything alive after start-up out of the cyclic collector's reach.
+
+    Modules, pydantic schemas, the config and the sources live as long as the
+    process, yet every full (generation 2) collection walked them again: a
+    15-25 ms pause every ten or so k6 polls (`benchmarks/bench.py poll`).
+    After `gc.freeze()` full collections only walk what polls allocated
+    since. The daemon calls this after `App.start()` and each reload (which
+    unfreezes first, so that what it drops can be collected); tests that
+    build many apps in one process do not."""
+    gc.collect()
+    gc.freeze()
+
+
+class App:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        config_path: str | None = None,
+        simulator_url: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # The process-wide self-metrics; every other series reaches the sinks in snapshots.
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.metrics = ProcessMetrics(self.registry)
+        self.ledgers = Ledgers(settings.state.dir, clock)
+        self.prometheus = PrometheusSink(self.registry)
+        sinks: list[Sink] = [self.prometheus]
+        self.otlp: OtlpSink | None = None
+        if settings.otlp.enabled:
+            from exporter.sinks.otlp.sink import OtlpSink, instance_id  # grpc and the OTel SDK load only when used
+
+            self.otlp = OtlpSink(settings.otlp, self.metrics, instance_id(settings.server.listen))
+            sinks.append(self.otlp)
+        self.runner = Runner(sinks, self.ledgers, clock, settings.limits)
+        shard = (settings.sharding.resolved_index(), settings.sharding.total)
+        self.metrics.shard_info.labels(str(shard[0]), str(shard[1])).set(1)
+        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, shard, simulator_url)
+        self.web: WebServer | None = None
+        self.poller: Poller | None = None
+        self._config_stamp: tuple[str, int, int] | None = None
+
+    @property
+    def sources(self) -> list[Source]:
+        return self.target_set.sources
+
+    @property
+    def targets(self) -> list[tuple[Source, Target]]:
+        return self.target_set.pairs
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        """Create every source and the targets its config names."""
+        for config in self.settings.sources:
+            self.target_set.add_source(config, self.settings.uses_simulator(config))
+        log.info("%d source(s), %d target(s) configured", len(self.sources), len(self.targets))
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.build()
+        if self.otlp is not None:
+            self.otlp.start()
+        server = self.settings.server
+        self.web = WebServer(server.listen, self, tls=server.tls, basic_auth=server.basic_auth,
+                             lifecycle=server.enable_lifecycle)
+        self.web.start()
+        log.info("serving /metrics on %s (port %d)", server.listen, self.web.port)
+        self.poller = self.target_set.poller = Poller()
+        for source in self.sources:
+            await self.target_set.start_source(source)
+        self.poller.add(Chore("expiry"), EXPIRY_SECONDS, self._expire, first_delay=EXPIRY_SECONDS)
+        if server.watch_config and self.config_path is not None:
+            self._config_stamp = config_stamp(self.config_path)
+            self.poller.add(Chore("config-watch"), CONFIG_WATCH_SECONDS, self._watch_config,
+                            first_delay=CONFIG_WATCH_SECONDS)
+        self.poller.start()
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_timestamp.set(self.clock())
+
+    async def stop(self) -> None:
+        if self.poller is not None:
+            self.poller.shutdown()
+        if self.otlp is not None:  # flush within otlp.shutdown_grace, /metrics still served meanwhile
+            await self.otlp.stop()
+        if self.web is not None:
+            self.web.stop()
+        await self.target_set.close()
+
+    async def poll_all(self) -> bool:
+        """Discover, then poll every target once, concurrently; True when all succeeded."""
+        discovered = [await self.target_set.discover(source) for source in self.sources]
+        results = await asyncio.gather(*(self.runner.poll(s, t) for s, t in self.targets))
+        return all(results) and all(discovered)
+
+    async def discover(self, source: Source) -> bool:
+        return await self.target_set.discover(source)
+
+    async def _expire(self) -> None:
+        self.runner.expire()
+
+    # --- reload ---------------------------------------------------------------------------------
+
+    async def _watch_config(self) -> None:
+        stamp = config_stamp(self.config_path) if self.config_path is not None else None
+        if stamp != self._config_stamp:
+            self._config_stamp = stamp
+            log.info("config file %s changed: reloading", self.config_path)
+            await self.reload()
+
+    async def reload(self) -> str | None:
+        """Re-read the config file; apply it if valid (see app/reload.py).
+        Returns the error, or None."""
+        # The daemon froze its start-up heap: what a reload drops (sources,
+        # their HTTP clients) must be collectable again, so unfreeze, and
+        # freeze what is then alive once the reload is done.
+        frozen = gc.get_freeze_count() > 0
+        if frozen:
+            gc.unfreeze()
+        try:
+            return await self._reload()
+        finally:
+            if frozen:
+                freeze_startup_heap()
+
+    async def _reload(self) -> str | None:
+        from exporter.app.settings import load_settings
+
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            self.metrics.reload_success.set(0)
+            log.error("config reload failed, the previous config keeps running: %s", exc)
+            return str(exc)
+        plan = plan_reload(self.settings, new, self.sources)
+        if plan.waiting:
+            log.warning("config reload: changes to %s take effect only after a restart", ", ".join(plan.waiting))
+        for source in plan.stop:
+            await self.target_set.remove_source(source)
+        self.settings = plan.settings
+        for config in plan.start:
+            source = self.target_set.add_source(config, self.settings.uses_simulator(config))
+            if self.poller is not None:
+                await self.target_set.start_source(source)
+        self.metrics.reload_success.set(1)
+        self.metrics.reload_timestamp.set(self.clock())
+        log.info("config reloaded: %d source(s), %d target(s)", len(self.sources), len(self.targets))
+        return None
+
+    def reload_from_thread(self, timeout: float = 60.0) -> str | None:
+        """For the HTTP thread (`POST /-/reload`): run reload() on the event loop."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self.reload(), self.loop).result(timeout)
+
+    # --- what the web endpoints read ------------------------------------------------------------
+
+    def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
+        return self.prometheus.body(accept, accept_encoding)
+
+    def statuses(self) -> list[TargetStatus]:
+        return list(self.runner.status.values())
+
+    def ready(self) -> bool:
+        return all(status.tried for status in self.runner.status.values())
+
+    def exposition(self, accept: str = "text/plain") -> bytes:
+        """The whole uncompressed body after expiring stale targets: for `once`, tests and humans."""
+        self.runner.expire()
+        return self.prometheus.text(accept)

@@ -1,0 +1,170 @@
+"""The sources of the config and the targets this replica polls.
+
+A source is built from its config with its HTTP client (credential, rate
+budget, retry counter); its targets come from the config or, for sources that
+discover them (Pluto runs), from its API every interval. Each target is kept
+only if this replica's shard owns it, gets a status in the runner and a poll
+job on the poller; a target that goes away loses all three, its ledger and
+its series.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from exporter.config.limits import shard_of
+from exporter.config.source import SourceConfigBase
+from exporter.errors import PollError
+from exporter.ledger.registry import Ledgers
+from exporter.logs import REDACTOR
+from exporter.poller import Discovery, Poller
+from exporter.runner import Runner
+from exporter.selfmetrics import ProcessMetrics
+from exporter.simulator import SIMULATOR_TOKEN
+from exporter.sources import REGISTRY, Source, Target
+from exporter.sources.base import SourceContext
+from exporter.sources.kit.http import HttpClient
+
+log = logging.getLogger(__name__)
+
+
+class Targets:
+    def __init__(
+        self,
+        runner: Runner,
+        ledgers: Ledgers,
+        metrics: ProcessMetrics,
+        clock: Callable[[], float],
+        shard: tuple[int, int] = (0, 1),
+        simulator_url: str | None = None,
+    ) -> None:
+        self.runner = runner
+        self.ledgers = ledgers
+        self.metrics = metrics
+        self.clock = clock
+        self.shard, self.shards = shard
+        self.simulator_url = simulator_url
+        self.sources: list[Source] = []
+        self.pairs: list[tuple[Source, Target]] = []
+        # Set once the app starts: jobs are added from then on.
+        self.poller: Poller | None = None
+
+    # --- sources ------------------------------------------------------------------------------
+
+    def add_source(self, config: SourceConfigBase, served_by_simulator: bool) -> Source:
+        """Build the source and add the targets its config names."""
+        source = self._make_source(config, served_by_simulator)
+        self.sources.append(source)
+        for target in source.targets():
+            self._add(source, target)
+        return source
+
+    async def start_source(self, source: Source) -> None:
+        """Discover its targets, then schedule their polls (and its discovery)."""
+        await self.discover(source)
+        if self.poller is None:
+            return
+        for owner, target in self.pairs:
+            if owner is source:
+                self._schedule(source, target)
+        if source.discovers:
+            self.poller.add(Discovery(source.name), source.interval, self._discovery_job(source),
+                            first_delay=source.interval)
+
+    async def remove_source(self, source: Source) -> None:
+        for owner, target in [(s, t) for s, t in self.pairs if s is source]:
+            self._remove(owner, target)
+        if self.poller is not None:
+            self.poller.remove(Discovery(source.name))
+        self.sources.remove(source)
+        await source.aclose()
+
+    async def close(self) -> None:
+        for source in self.sources:
+            await source.aclose()
+
+    def _make_source(self, config: SourceConfigBase, served_by_simulator: bool) -> Source:
+        cls = REGISTRY[config.type]
+        secret = config.secret()
+        token = secret.get_secret_value() if secret is not None else None
+        if served_by_simulator:
+            if self.simulator_url is None:
+                raise RuntimeError(f"source {config.name!r} needs the simulator, which is not running")
+            base_url = f"{self.simulator_url}/{cls.simulator_prefix}"
+            token = token if token is not None else SIMULATOR_TOKEN
+        else:
+            base_url = config.base_url or cls.default_base_url
+        headers = {}
+        if token is not None:
+            REDACTOR.add(token)
+            headers["Authorization"] = f"{cls.auth_scheme} {token}"
+        http = HttpClient(
+            base_url=base_url,
+            config=config.http,
+            headers=headers,
+            source=config.name,
+            on_retry=lambda reason: self.metrics.http_retries.labels(config.name, reason).inc(),
+            budget=cls.rate_budget(config, base_url),
+        )
+        context = SourceContext(http=http, clock=self.clock, ledgers=self.ledgers, report=self.runner.report)
+        return cls(config, context)
+
+    # --- targets ------------------------------------------------------------------------------
+
+    def owns(self, source: Source, target: Target) -> bool:
+        """Whether this replica's shard polls the target."""
+        return shard_of(source.name, target.id, self.shards) == self.shard
+
+    async def discover(self, source: Source) -> bool:
+        """Align the source's targets with what its API lists; False on failure
+        (the known targets are then kept as they are)."""
+        try:
+            found = await source.discover()
+        except PollError as exc:
+            self.metrics.discovery_errors.labels(source.name, exc.reason).inc()
+            log.warning("target discovery of %s failed (%s): %s", source.name, exc.reason, exc.message,
+                        extra={"source": source.name, "reason": exc.reason})
+            return False
+        if found is None:
+            return True
+        self.metrics.discovered_targets.labels(source.name).set(len(found))
+        known = {t.id: t for s, t in self.pairs if s is source}
+        wanted = {t.id: t for t in found}
+        for target_id in known.keys() - wanted.keys():
+            self._remove(source, known[target_id])
+        for target_id in wanted.keys() - known.keys():
+            if self._add(source, wanted[target_id]) and self.poller is not None and self.poller.running:
+                self._schedule(source, wanted[target_id])
+        return True
+
+    def _add(self, source: Source, target: Target) -> bool:
+        if not self.owns(source, target):
+            return False
+        self.runner.add(source, target)
+        self.pairs.append((source, target))
+        return True
+
+    def _remove(self, source: Source, target: Target) -> None:
+        log.info("target %s removed (gone upstream or from the config); its series go too", target.key)
+        if self.poller is not None:
+            self.poller.remove(target.key)
+        self.pairs.remove((source, target))
+        self.runner.remove(target.key)
+        self.ledgers.forget(source.name, target.id)
+        source.forget(target)
+
+    def _schedule(self, source: Source, target: Target) -> None:
+        assert self.poller is not None
+        key = target.key
+
+        async def poll() -> None:
+            await self.runner.poll(source, target)
+
+        self.poller.add(key, source.interval, poll, on_overrun=lambda: self.runner.overrun(key))
+
+    def _discovery_job(self, source: Source) -> Callable[[], object]:
+        async def discover() -> None:
+            await self.discover(source)
+
+        return discover
