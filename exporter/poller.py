@@ -19,7 +19,7 @@ import itertools
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -59,7 +59,7 @@ class _Entry:
 
 class Poller:
     def __init__(self) -> None:
-        self._scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._skipped, EVENT_JOB_MAX_INSTANCES)
         self._jobs: dict[Job, _Entry] = {}
         self._by_id: dict[str, Job] = {}
@@ -87,10 +87,10 @@ class Poller:
         delay = first_poll_delay(interval) if first_delay is None else first_delay
         self._scheduler.add_job(
             run,
-            IntervalTrigger(seconds=interval, timezone=timezone.utc),
+            IntervalTrigger(seconds=interval, timezone=UTC),
             id=entry.id,
             name=str(job),
-            next_run_time=datetime.now(timezone.utc) + timedelta(seconds=delay),
+            next_run_time=datetime.now(UTC) + timedelta(seconds=delay),
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(interval)),

@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from exporter import __version__
-from exporter.config.types import split_listen
 from exporter.config.server import BasicAuthConfig, TlsConfig
+from exporter.config.types import split_listen
 from exporter.runner import TargetStatus
 from exporter.webauth import BasicAuth, TlsContext
 

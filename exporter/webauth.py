@@ -20,7 +20,7 @@ import logging
 import os
 import ssl
 import threading
-from pathlib import Path
+
 from exporter.config.server import TLS_VERSIONS, BasicAuthConfig, TlsConfig
 
 log = logging.getLogger(__name__)

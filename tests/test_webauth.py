@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from exporter.config import ConfigError
-from exporter.web import WebServer
 from exporter.config.server import BasicAuthConfig, TlsConfig
+from exporter.web import WebServer
 from tests.conftest import settings_from
 from tests.test_web import running  # noqa: F401 - the running-app fixture
 

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from exporter.config.types import StrictModel
 
+
 class LimitsConfig(StrictModel):
     """`[limits]`: caps over every target together."""
 

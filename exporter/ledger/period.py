@@ -38,11 +38,11 @@ from __future__ import annotations
 import decimal
 import logging
 import math
-from math import isfinite
 import numbers
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any
 
 __all__ = ["LedgerKey", "LedgerStateError", "PeriodLedger"]

@@ -143,7 +143,7 @@ class LedgerStateStore:
 
     @staticmethod
     def _quarantine(path: Path, problem: str) -> None:
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
         aside = path.with_name(f"{path.name}.corrupt-{stamp}")
         suffix = 1
         while aside.exists():

@@ -22,8 +22,8 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from exporter.sources.kit.periods import GRIDS, rfc3339
 from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse, deterministic
+from exporter.sources.kit.periods import GRIDS, rfc3339
 
 if TYPE_CHECKING:
     from exporter.simulator.server import Simulator

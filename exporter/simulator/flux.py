@@ -45,8 +45,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from exporter.sources.kit.periods import rfc3339
 from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse
+from exporter.sources.kit.periods import rfc3339
 from exporter.sources.kit.timeparse import parse_timestamp
 
 if TYPE_CHECKING:

@@ -35,9 +35,9 @@ from exporter.config.source import SourceConfigBase
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
 from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample
+from exporter.sources.base import Source, Target
 from exporter.sources.kit.payloads import json_or_none, read_body
 from exporter.sources.kit.periods import GRIDS, rfc3339
-from exporter.sources.base import Source, Target
 from exporter.sources.kit.timeparse import parse_timestamp
 
 FLOW_RUNS = Family("bird_flow_runs", Kind.COUNTER, "Bird flow runs, from per-period counts (period ledger).")

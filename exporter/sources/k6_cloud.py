@@ -40,16 +40,25 @@ import operator
 from collections.abc import Iterable
 from typing import Annotated, Any, ClassVar, Literal, NotRequired
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveInt, SecretStr, TypeAdapter,
-                      field_validator, with_config)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    SecretStr,
+    TypeAdapter,
+    field_validator,
+    with_config,
+)
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from exporter.config.source import SourceConfigBase
 from exporter.errors import EndpointRetired, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
+from exporter.sources.base import Source, SourceContext, Target
 from exporter.sources.kit.naming import label_name, metric_name, with_unit
 from exporter.sources.kit.payloads import coded_error, list_field, parse_payload, read_body
-from exporter.sources.base import Source, SourceContext, Target
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)

@@ -83,8 +83,8 @@ from exporter.config.source import SourceConfigBase
 from exporter.config.types import Duration
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
-from exporter.sources.kit.payloads import json_or_none, list_field, parse_payload
 from exporter.sources.base import Source, SourceContext, Target
+from exporter.sources.kit.payloads import json_or_none, list_field, parse_payload
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)

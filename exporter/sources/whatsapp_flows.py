@@ -59,8 +59,8 @@ from exporter.config.types import Duration
 from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
 from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
-from exporter.sources.kit.payloads import coded_error, read_body
 from exporter.sources.base import Source, SourceContext, Target
+from exporter.sources.kit.payloads import coded_error, read_body
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)

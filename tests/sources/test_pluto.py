@@ -22,10 +22,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.config import ConfigError
+from exporter.errors import InvalidResponse
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
 from exporter.simulator.pluto import PROJECT, PlutoFake
 from exporter.sources.base import Target
-from exporter.errors import InvalidResponse
 from exporter.sources.pluto import PlutoSource, _parse_point_checked, classify_error, parse_point
 from tests.conftest import Collector, SimHarness, exposition, samples_of, settings_from
 
@@ -497,8 +497,8 @@ def test_api_key_file_is_sent_as_bearer(simulator: Simulator, tmp_path: Path) ->
 
 def test_demo_config_polls_the_simulator(tmp_path: Path) -> None:
     """The shipped exporter.toml's Pluto entry works with no credentials."""
-    from tests.conftest import REPO, poll_once
     from exporter.app.settings import load_settings
+    from tests.conftest import REPO, poll_once
 
     settings = load_settings(REPO / "exporter.toml", environ={})
     demo = next(s for s in settings.sources if s.type == "pluto")

@@ -28,8 +28,8 @@ from exporter.simulator.whatsapp_flows import (
     WhatsAppFlowsFake,
     pacific_midnight,
 )
-from exporter.sources.whatsapp_flows import latency_buckets, window
 from exporter.sources.kit.timeparse import parse_timestamp
+from exporter.sources.whatsapp_flows import latency_buckets, window
 from tests.conftest import FROZEN_NOW, exposition, samples_of, settings_from
 from tests.sources.test_bird import Harness
 from tests.test_integration_prometheus import require

@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from exporter.model import Family, Kind, Sample
 from exporter.sinks.otlp.points import build_resource, encode, new_points, scope
 from exporter.sinks.otlp.wire import WireEncoder, varint
-from tests.sinks.test_exposition import HOSTILE, families
+from tests.sinks.prometheus.test_blocks import HOSTILE, families
 
 RESOURCE = build_resource({"deployment.environment": "test", "team": "ü路"}, {}, "host:9687", "1.2.3")
 SCOPE = scope("1.2.3")

@@ -24,18 +24,17 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import App
-from exporter.cli import simulator_for
 from exporter.app.settings import load_settings
-from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.sinks.otlp.config import OtlpConfig
+from exporter.cli import simulator_for
+from exporter.model import Change, Family, HistogramValue, Kind, Sample, Snapshot, SummaryValue, TargetKey
 from exporter.selfmetrics import ProcessMetrics
 from exporter.simulator import SIMULATOR_TOKEN
-from exporter.sinks.otlp.sink import OtlpSink
+from exporter.sinks.otlp.config import OtlpConfig
 from exporter.sinks.otlp.points import OtlpMetric, OtlpType
-from exporter.model import Change, Snapshot, TargetKey
+from exporter.sinks.otlp.sink import OtlpSink
 from tests.conftest import REPO, Collector, free_port, k6_config, settings_from
 from tests.otlp_receiver import OtlpReceiver, ReceivedPoint
-from tests.sinks.test_otlp_encode import collector_name
+from tests.sinks.otlp.test_points import collector_name
 
 PROTOCOLS = ["grpc", "http/protobuf"]
 

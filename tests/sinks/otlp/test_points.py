@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from exporter.app import App
-from exporter.cli import simulator_for
 from exporter.app.settings import load_settings
+from exporter.cli import simulator_for
 from exporter.config import ConfigError
-from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
-from exporter.sinks.otlp.config import OtlpConfig
+from exporter.model import Change, Family, HistogramValue, Kind, Sample, Snapshot, SummaryValue
 from exporter.selfmetrics import SELF_METRICS, ProcessMetrics
+from exporter.sinks.otlp.config import OtlpConfig
 from exporter.sinks.otlp.points import (
     HistogramPoint,
     OtlpMetric,
@@ -42,7 +42,6 @@ from exporter.sinks.otlp.points import (
     translate,
 )
 from exporter.sinks.otlp.transport import resolve
-from exporter.model import Change, Snapshot
 from tests.conftest import REPO, settings_from
 from tests.otlp_receiver import decode
 

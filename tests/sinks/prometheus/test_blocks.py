@@ -15,12 +15,12 @@ from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.utils import floatToGoString
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter.model import Family, HistogramValue, Kind, Sample, SummaryValue
 from exporter.sinks.prometheus.blocks import Block, go_float, render_blocks

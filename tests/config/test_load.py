@@ -10,7 +10,7 @@ from exporter.app.settings import load_settings
 from exporter.config import ConfigError
 from exporter.config.types import parse_duration
 from exporter.sources import REGISTRY
-from tests.conftest import write_config
+from tests.conftest import REPO, write_config
 
 VALID = """
 [server]
@@ -45,7 +45,7 @@ def test_valid_file(tmp_path: Path) -> None:
 
 
 def test_shipped_config_is_valid_without_credentials() -> None:
-    settings = load_settings(Path(__file__).parent.parent / "exporter.toml", environ={})
+    settings = load_settings(REPO / "exporter.toml", environ={})
     assert settings.simulator.enabled
     assert all(settings.uses_simulator(s) for s in settings.sources)
 
