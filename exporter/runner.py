@@ -24,10 +24,9 @@ from exporter.config.limits import LimitsConfig
 from exporter.errors import PollError
 from exporter.ledger.registry import Ledgers
 from exporter.limits import SeriesCap, truncate_labels
-from exporter.model import Change, Family, Sample, Snapshot, TargetKey
+from exporter.model import Change, Family, Sample, Sink, Snapshot, TargetKey
 from exporter.selfmetrics import TargetStats, target_samples
-from exporter.sinks import Sink
-from exporter.sources.base import Source, Target
+from exporter.sources.base import AnySource, Target
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class Runner:
 
     # --- targets coming and going -----------------------------------------------------------
 
-    def add(self, source: Source, target: Target) -> None:
+    def add(self, source: AnySource, target: Target) -> None:
         status = TargetStatus(source.name, target.id, source.interval, stats=TargetStats.starting(source.extra_reasons))
         self.status[status.key] = status
         self._publish_now(status, Change.STATUS)
@@ -149,7 +148,7 @@ class Runner:
 
     # --- a poll -------------------------------------------------------------------------------
 
-    async def poll(self, source: Source, target: Target) -> bool:
+    async def poll(self, source: AnySource, target: Target) -> bool:
         """One poll of one target; True on success. Never raises (but on cancel)."""
         status = self.status[target.key]
         status.running = True
@@ -178,7 +177,7 @@ class Runner:
             return False
         return await self._succeeded(status, source, kept)
 
-    def _bounded(self, status: TargetStatus, source: Source, samples: list[Sample]) -> tuple[Sample, ...]:
+    def _bounded(self, status: TargetStatus, source: AnySource, samples: list[Sample]) -> tuple[Sample, ...]:
         """Samples within the label-length and series caps; what was cut is
         counted and logged once per poll."""
         key = status.key
@@ -195,7 +194,7 @@ class Runner:
                         dropped, source.config.max_series, self.limits.max_series, extra=extra)
         return kept
 
-    async def _succeeded(self, status: TargetStatus, source: Source, samples: tuple[Sample, ...]) -> bool:
+    async def _succeeded(self, status: TargetStatus, source: AnySource, samples: tuple[Sample, ...]) -> bool:
         now = self.clock()
         limit = source.staleness_limit
         stats = replace(status.stats, up=True, last_success=now, series=len(samples))

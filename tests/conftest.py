@@ -167,4 +167,7 @@ class ExporterProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        return self.proc.stdout.read() if self.proc.stdout else ""  # type: ignore[union-attr]
+        if self.proc.stdout is None:
+            return ""
+        with self.proc.stdout:
+            return self.proc.stdout.read()

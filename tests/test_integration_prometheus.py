@@ -77,6 +77,8 @@ def prometheus(exporter: ExporterProcess, tmp_path: Path) -> Iterator[str]:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def query(prometheus: str, promql: str, timeout: float = 45.0) -> list[dict[str, Any]]:
@@ -84,10 +86,11 @@ def query(prometheus: str, promql: str, timeout: float = 45.0) -> list[dict[str,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
+            # "Service Unavailable" (text) while Prometheus is still starting.
             body = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=5).json()
             if body.get("status") == "success" and body["data"]["result"]:
                 return body["data"]["result"]
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             pass
         time.sleep(0.5)
     raise AssertionError(f"Prometheus never returned data for {promql}")

@@ -28,12 +28,13 @@ from exporter.app.settings import Settings
 from exporter.app.targets import Targets
 from exporter.config.load import ConfigError
 from exporter.ledger.registry import Ledgers
+from exporter.model import Sink
 from exporter.poller import Chore, Poller
 from exporter.runner import Runner, TargetStatus
 from exporter.selfmetrics import ProcessMetrics
-from exporter.sinks import Sink
 from exporter.sinks.prometheus import PrometheusSink
-from exporter.sources import Source, Target
+from exporter.sources import Target
+from exporter.sources.base import AnySource
 from exporter.web import WebServer
 
 if TYPE_CHECKING:
@@ -104,11 +105,11 @@ class App:
         self._config_stamp: tuple[str, int, int] | None = None
 
     @property
-    def sources(self) -> list[Source]:
+    def sources(self) -> list[AnySource]:
         return self.target_set.sources
 
     @property
-    def targets(self) -> list[tuple[Source, Target]]:
+    def targets(self) -> list[tuple[AnySource, Target]]:
         return self.target_set.pairs
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -156,7 +157,7 @@ class App:
         results = await asyncio.gather(*(self.runner.poll(s, t) for s, t in self.targets))
         return all(results) and all(discovered)
 
-    async def discover(self, source: Source) -> bool:
+    async def discover(self, source: AnySource) -> bool:
         return await self.target_set.discover(source)
 
     async def _expire(self) -> None:

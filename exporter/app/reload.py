@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from exporter.app.settings import Settings
 from exporter.config.source import SourceConfigBase
-from exporter.sources import Source
+from exporter.sources.base import AnySource
 
 RESTART_SECTIONS = ("server", "simulator", "state", "otlp", "limits", "sharding")
 
@@ -23,11 +23,11 @@ RESTART_SECTIONS = ("server", "simulator", "state", "otlp", "limits", "sharding"
 class ReloadPlan:
     settings: Settings  # what is in effect after the reload (restart-only sections as they were)
     waiting: tuple[str, ...]  # restart-only sections that changed
-    stop: tuple[Source, ...]  # running sources removed or changed
+    stop: tuple[AnySource, ...]  # running sources removed or changed
     start: tuple[SourceConfigBase, ...]  # sources to start: new or changed
 
 
-def plan_reload(running: Settings, new: Settings, sources: list[Source]) -> ReloadPlan:
+def plan_reload(running: Settings, new: Settings, sources: list[AnySource]) -> ReloadPlan:
     waiting = tuple(key for key in RESTART_SECTIONS if getattr(new, key) != getattr(running, key))
     wanted = {config.name: config for config in new.sources}
     stop = tuple(source for source in sources if wanted.get(source.name) != source.config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -45,7 +45,10 @@ def _source_union() -> Any:
     return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 - built at runtime
 
 
-SourceConfig = _source_union()
+if TYPE_CHECKING:
+    SourceConfig = SourceConfigBase  # every entry is one; the union is built at runtime
+else:
+    SourceConfig = _source_union()
 
 
 class Settings(BaseSettings):
@@ -57,7 +60,7 @@ class Settings(BaseSettings):
     otlp: OtlpConfig = OtlpConfig()
     limits: LimitsConfig = LimitsConfig()
     sharding: ShardingConfig = ShardingConfig()
-    sources: list[SourceConfig] = Field(default_factory=list)  # type: ignore[valid-type]
+    sources: list[SourceConfig] = Field(default_factory=list)
 
     @classmethod
     def settings_customise_sources(
@@ -103,7 +106,8 @@ def semantic_problems(settings: Settings) -> list[tuple[str, str]]:
     for index, source in enumerate(settings.sources):
         where = f"sources[{index}]"
         if source.name in seen:
-            problems.append((f"{where}.name", f"duplicate source name {source.name!r} (also sources[{seen[source.name]}])"))
+            first = seen[source.name]
+            problems.append((f"{where}.name", f"duplicate source name {source.name!r} (also sources[{first}])"))
         seen.setdefault(source.name, index)
         if not settings.uses_simulator(source) and source.secret() is None and source.secret_fields:
             field = source.secret_fields[0]

@@ -11,7 +11,7 @@ its series.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from exporter.config.limits import shard_of
 from exporter.config.source import SourceConfigBase
@@ -22,8 +22,8 @@ from exporter.poller import Discovery, Poller
 from exporter.runner import Runner
 from exporter.selfmetrics import ProcessMetrics
 from exporter.simulator import SIMULATOR_TOKEN
-from exporter.sources import REGISTRY, Source, Target
-from exporter.sources.base import SourceContext
+from exporter.sources import REGISTRY, Target
+from exporter.sources.base import AnySource, SourceContext
 from exporter.sources.kit.http import HttpClient
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,14 @@ class Targets:
         self.clock = clock
         self.shard, self.shards = shard
         self.simulator_url = simulator_url
-        self.sources: list[Source] = []
-        self.pairs: list[tuple[Source, Target]] = []
+        self.sources: list[AnySource] = []
+        self.pairs: list[tuple[AnySource, Target]] = []
         # Set once the app starts: jobs are added from then on.
         self.poller: Poller | None = None
 
     # --- sources ------------------------------------------------------------------------------
 
-    def add_source(self, config: SourceConfigBase, served_by_simulator: bool) -> Source:
+    def add_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
         """Build the source and add the targets its config names."""
         source = self._make_source(config, served_by_simulator)
         self.sources.append(source)
@@ -60,7 +60,7 @@ class Targets:
             self._add(source, target)
         return source
 
-    async def start_source(self, source: Source) -> None:
+    async def start_source(self, source: AnySource) -> None:
         """Discover its targets, then schedule their polls (and its discovery)."""
         await self.discover(source)
         if self.poller is None:
@@ -72,7 +72,7 @@ class Targets:
             self.poller.add(Discovery(source.name), source.interval, self._discovery_job(source),
                             first_delay=source.interval)
 
-    async def remove_source(self, source: Source) -> None:
+    async def remove_source(self, source: AnySource) -> None:
         for owner, target in [(s, t) for s, t in self.pairs if s is source]:
             self._remove(owner, target)
         if self.poller is not None:
@@ -84,7 +84,7 @@ class Targets:
         for source in self.sources:
             await source.aclose()
 
-    def _make_source(self, config: SourceConfigBase, served_by_simulator: bool) -> Source:
+    def _make_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
         cls = REGISTRY[config.type]
         secret = config.secret()
         token = secret.get_secret_value() if secret is not None else None
@@ -112,11 +112,11 @@ class Targets:
 
     # --- targets ------------------------------------------------------------------------------
 
-    def owns(self, source: Source, target: Target) -> bool:
+    def owns(self, source: AnySource, target: Target) -> bool:
         """Whether this replica's shard polls the target."""
         return shard_of(source.name, target.id, self.shards) == self.shard
 
-    async def discover(self, source: Source) -> bool:
+    async def discover(self, source: AnySource) -> bool:
         """Align the source's targets with what its API lists; False on failure
         (the known targets are then kept as they are)."""
         try:
@@ -138,14 +138,14 @@ class Targets:
                 self._schedule(source, wanted[target_id])
         return True
 
-    def _add(self, source: Source, target: Target) -> bool:
+    def _add(self, source: AnySource, target: Target) -> bool:
         if not self.owns(source, target):
             return False
         self.runner.add(source, target)
         self.pairs.append((source, target))
         return True
 
-    def _remove(self, source: Source, target: Target) -> None:
+    def _remove(self, source: AnySource, target: Target) -> None:
         log.info("target %s removed (gone upstream or from the config); its series go too", target.key)
         if self.poller is not None:
             self.poller.remove(target.key)
@@ -154,7 +154,7 @@ class Targets:
         self.ledgers.forget(source.name, target.id)
         source.forget(target)
 
-    def _schedule(self, source: Source, target: Target) -> None:
+    def _schedule(self, source: AnySource, target: Target) -> None:
         assert self.poller is not None
         key = target.key
 
@@ -163,7 +163,7 @@ class Targets:
 
         self.poller.add(key, source.interval, poll, on_overrun=lambda: self.runner.overrun(key))
 
-    def _discovery_job(self, source: Source) -> Callable[[], object]:
+    def _discovery_job(self, source: AnySource) -> Callable[[], Awaitable[None]]:
         async def discover() -> None:
             await self.discover(source)
 

@@ -53,7 +53,7 @@ class SourceConfigBase(WithSecrets):
     def secret(self) -> SecretStr | None:
         """The source's credential, whatever the field is called."""
         for name in self.secret_fields:
-            value = getattr(self, name)
+            value: SecretStr | None = getattr(self, name)
             if value is not None:
                 return value
         return None

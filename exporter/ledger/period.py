@@ -102,6 +102,16 @@ class _Series:
 
 
 @dataclass
+class _Tally:
+    """What one observe() call skipped or corrected, for its counters and log lines."""
+
+    rejected: int = 0
+    first_rejected: tuple[LedgerKey, Any, Any] | None = None
+    stale: int = 0
+    corrections: int = 0
+
+
+@dataclass
 class PeriodLedger:
     """Monotonic counters from overlapping per-period vendor counts.
 
@@ -170,6 +180,27 @@ class PeriodLedger:
     def _observe_locked(
         self, window_start: float, values: Mapping[LedgerKey, Mapping[float, float]]
     ) -> int:
+        watermark = self._advance_watermark(window_start)
+        self._settle(watermark)
+        tally = _Tally()
+        for key, periods in values.items():
+            self._apply(key, periods, watermark, tally)
+        self.corrections_total += tally.corrections
+        self.stale_values_total += tally.stale
+        if tally.rejected:
+            self.rejected_values_total += tally.rejected
+            assert tally.first_rejected is not None
+            log.warning(
+                "skipped %d invalid value(s) (negative, non-finite or non-numeric); "
+                "first: series %s, period %r, value %r",
+                tally.rejected,
+                *tally.first_rejected,
+            )
+        if tally.stale:
+            log.debug("ignored %d value(s) for periods before the watermark %s", tally.stale, watermark)
+        return tally.corrections
+
+    def _advance_watermark(self, window_start: float) -> float:
         previous_watermark = self.watermark
         if previous_watermark is not None and window_start < previous_watermark:
             # Clock skew or a misconfigured window: the periods between the
@@ -186,73 +217,55 @@ class PeriodLedger:
         else:
             watermark = window_start
         self.watermark = watermark
+        return watermark
 
-        self._settle(watermark)
-
-        rejected = 0
-        first_rejected: tuple[LedgerKey, Any, Any] | None = None
-        stale = 0
-        corrections = 0
-        for key, periods in values.items():
-            series = self._series.get(key)
-            changes: list[float] = []
-            for period, value in periods.items():
-                if type(period) is float and type(value) is float and isfinite(period) and isfinite(value):
-                    # The common case, checked inline: this loop runs once per
-                    # period value of every poll (benchmarks/bench.py poll).
-                    start, new = period, value
-                else:
-                    start, new = _as_finite(period), _as_finite(value)
-                if start is None or new is None or new < 0:
-                    rejected += 1
-                    if first_rejected is None:
-                        first_rejected = (key, period, value)
-                    continue
-                if start < watermark:
-                    stale += 1
-                    continue
-                if series is None:
-                    series = self._series[key] = _Series()
-                old = series.periods.get(start, 0.0)
-                # Periods absent from this response are deliberately left
-                # alone: vendors omit empty buckets, so absence is not a
-                # revision to zero. Only an explicit value replaces one.
-                series.periods[start] = new
-                if new != old:
-                    changes.append(new - old)
-            if series is None:
+    def _apply(self, key: LedgerKey, periods: Mapping[float, float], watermark: float, tally: _Tally) -> None:
+        """Record one series' values; count a correction when its total went down."""
+        series = self._series.get(key)
+        changes: list[float] = []
+        for period, value in periods.items():
+            if type(period) is float and type(value) is float and isfinite(period) and isfinite(value):
+                # The common case, checked inline: this loop runs once per
+                # period value of every poll (benchmarks/bench.py poll).
+                start: float | None = period
+                new: float | None = value
+            else:
+                start, new = _as_finite(period), _as_finite(value)
+            if start is None or new is None or new < 0:
+                tally.rejected += 1
+                if tally.first_rejected is None:
+                    tally.first_rejected = (key, period, value)
                 continue
-            raw = series.raw()
-            # Judge "went down" from the per-period deltas rather than by
-            # comparing float totals, which can wobble by an ulp when a
-            # period moves from `periods` into `settled`.
-            if changes and math.fsum(changes) < 0 and raw < series.exported:
-                corrections += 1
-                log.warning(
-                    "vendor revised series %s downwards: raw total %s is below the "
-                    "exported %s; holding back %s until it grows back",
-                    key,
-                    raw,
-                    series.exported,
-                    series.exported - raw,
-                )
-            if raw > series.exported:
-                series.exported = raw
-
-        self.corrections_total += corrections
-        self.stale_values_total += stale
-        if rejected:
-            self.rejected_values_total += rejected
-            assert first_rejected is not None
+            if start < watermark:
+                tally.stale += 1
+                continue
+            if series is None:
+                series = self._series[key] = _Series()
+            old = series.periods.get(start, 0.0)
+            # Periods absent from this response are deliberately left
+            # alone: vendors omit empty buckets, so absence is not a
+            # revision to zero. Only an explicit value replaces one.
+            series.periods[start] = new
+            if new != old:
+                changes.append(new - old)
+        if series is None:
+            return
+        raw = series.raw()
+        # Judge "went down" from the per-period deltas rather than by
+        # comparing float totals, which can wobble by an ulp when a
+        # period moves from `periods` into `settled`.
+        if changes and math.fsum(changes) < 0 and raw < series.exported:
+            tally.corrections += 1
             log.warning(
-                "skipped %d invalid value(s) (negative, non-finite or non-numeric); "
-                "first: series %s, period %r, value %r",
-                rejected,
-                *first_rejected,
+                "vendor revised series %s downwards: raw total %s is below the "
+                "exported %s; holding back %s until it grows back",
+                key,
+                raw,
+                series.exported,
+                series.exported - raw,
             )
-        if stale:
-            log.debug("ignored %d value(s) for periods before the watermark %s", stale, watermark)
-        return corrections
+        if raw > series.exported:
+            series.exported = raw
 
     def _settle(self, watermark: float) -> None:
         for series in self._series.values():
@@ -349,47 +362,49 @@ class PeriodLedger:
         if not isinstance(series_list, list):
             raise LedgerStateError("'series' must be a list")
         for index, item in enumerate(series_list):
-            where = f"series[{index}]"
-            if not isinstance(item, Mapping):
-                raise LedgerStateError(f"{where} must be an object")
-            if set(item.keys()) != {"key", "settled", "exported", "periods"}:
-                raise LedgerStateError(
-                    f"{where} must have exactly key, settled, exported, periods; "
-                    f"got {sorted(map(str, item.keys()))}"
-                )
-            raw_key = item["key"]
-            if not isinstance(raw_key, list) or not all(isinstance(p, str) for p in raw_key):
-                raise LedgerStateError(f"{where}.key must be a list of strings")
-            key = tuple(raw_key)
+            key, series = _series_from_dict(item, f"series[{index}]", watermark)
             if key in ledger._series:
-                raise LedgerStateError(f"{where}.key {raw_key!r} is duplicated")
-            series = _Series(
-                settled=_non_negative(item["settled"], f"{where}.settled"),
-                exported=_non_negative(item["exported"], f"{where}.exported"),
-            )
-            periods = item["periods"]
-            if not isinstance(periods, list):
-                raise LedgerStateError(f"{where}.periods must be a list")
-            for p_index, pair in enumerate(periods):
-                p_where = f"{where}.periods[{p_index}]"
-                if not isinstance(pair, list) or len(pair) != 2:
-                    raise LedgerStateError(f"{p_where} must be a [start, value] pair")
-                start = _finite(pair[0], f"{p_where} start")
-                value = _non_negative(pair[1], f"{p_where} value")
-                if watermark is None or start < watermark:
-                    raise LedgerStateError(
-                        f"{p_where} start {start} is before the watermark {watermark}; "
-                        "it should have been settled"
-                    )
-                if start in series.periods:
-                    raise LedgerStateError(f"{p_where} start {start} is duplicated")
-                series.periods[start] = value
-            if series.exported < series.raw():
-                raise LedgerStateError(
-                    f"{where}.exported {series.exported} is below its raw total {series.raw()}"
-                )
+                raise LedgerStateError(f"series[{index}].key {list(key)!r} is duplicated")
             ledger._series[key] = series
         return ledger
+
+
+def _series_from_dict(item: Any, where: str, watermark: float | None) -> tuple[LedgerKey, _Series]:
+    """One entry of a state file's `series`, checked field by field."""
+    if not isinstance(item, Mapping):
+        raise LedgerStateError(f"{where} must be an object")
+    if set(item.keys()) != {"key", "settled", "exported", "periods"}:
+        raise LedgerStateError(
+            f"{where} must have exactly key, settled, exported, periods; "
+            f"got {sorted(map(str, item.keys()))}"
+        )
+    raw_key = item["key"]
+    if not isinstance(raw_key, list) or not all(isinstance(p, str) for p in raw_key):
+        raise LedgerStateError(f"{where}.key must be a list of strings")
+    series = _Series(
+        settled=_non_negative(item["settled"], f"{where}.settled"),
+        exported=_non_negative(item["exported"], f"{where}.exported"),
+    )
+    periods = item["periods"]
+    if not isinstance(periods, list):
+        raise LedgerStateError(f"{where}.periods must be a list")
+    for p_index, pair in enumerate(periods):
+        p_where = f"{where}.periods[{p_index}]"
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise LedgerStateError(f"{p_where} must be a [start, value] pair")
+        start = _finite(pair[0], f"{p_where} start")
+        value = _non_negative(pair[1], f"{p_where} value")
+        if watermark is None or start < watermark:
+            raise LedgerStateError(
+                f"{p_where} start {start} is before the watermark {watermark}; "
+                "it should have been settled"
+            )
+        if start in series.periods:
+            raise LedgerStateError(f"{p_where} start {start} is duplicated")
+        series.periods[start] = value
+    if series.exported < series.raw():
+        raise LedgerStateError(f"{where}.exported {series.exported} is below its raw total {series.raw()}")
+    return tuple(raw_key), series
 
 
 def _check_key(key: object) -> None:

@@ -22,7 +22,7 @@ import math
 import re
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse, deterministic
+from exporter.simulator.common import SIMULATOR_TOKEN, SimRequest, SimResponse, deterministic
 from exporter.sources.kit.periods import GRIDS, rfc3339
 
 if TYPE_CHECKING:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse
+from exporter.simulator.common import SIMULATOR_TOKEN, SimRequest, SimResponse
 from exporter.sources.kit.periods import rfc3339
 from exporter.sources.kit.timeparse import parse_timestamp
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse, bearer_token, deterministic
+from exporter.simulator.common import SIMULATOR_TOKEN, SimRequest, SimResponse, bearer_token, deterministic
 
 if TYPE_CHECKING:
     from exporter.simulator.server import Simulator
@@ -162,7 +162,8 @@ class K6CloudFake:
         for method, pattern, handler in self.routes:
             match = pattern.fullmatch(request.path)
             if match and method == request.method:
-                return handler(request, **match.groupdict())
+                response: SimResponse = handler(request, **match.groupdict())
+                return response
         return SimResponse(404, b"<h1>Not Found</h1>", {"Content-Type": "text/html"})
 
     def _run(self, request: SimRequest) -> FakeRun | SimResponse:
@@ -278,7 +279,8 @@ class K6CloudFake:
         if not ids:
             return error(400, 2, "Validation error.", {"ids": ["This field is required."]})
         if len(ids) > MAX_IDS:
-            return error(400, 2, "Validation error.", {"ids": [f"Ensure this field has no more than {MAX_IDS} elements."]})
+            too_many = f"Ensure this field has no more than {MAX_IDS} elements."
+            return error(400, 2, "Validation error.", {"ids": [too_many]})
         method = request.param("method")
         if method is not None and not any(method in stats for stats in STATS.values()):
             return error(400, 2, "Validation error.", {"method": [f"Unknown method {method!r}."]})

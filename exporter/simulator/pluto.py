@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse, bearer_token, deterministic
+from exporter.simulator.common import SIMULATOR_TOKEN, SimRequest, SimResponse, bearer_token, deterministic
 
 if TYPE_CHECKING:
     from exporter.simulator.server import Simulator

@@ -8,7 +8,7 @@ Control endpoints, for tests and demos (JSON):
     POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate",
                              "times": 1, "status": 503, "retry_after": 1, "delay": 0.5}
     DELETE /_sim/faults
-    GET    /_sim/requests   every request received (Authorization redacted)
+    GET    /_sim/requests   the last requests received (Authorization redacted), at most REQUEST_LOG
     DELETE /_sim/requests
     POST   /_sim/clock      {"now": 1700000000}  freeze the clock ({"now": null} unfreezes)
 """
@@ -20,88 +20,21 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections import deque
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from exporter.config.types import split_listen
+from exporter.simulator.bird import BirdFake
+from exporter.simulator.common import Clock, Fault, SimRequest, SimResponse, Vendor, is_sim_token
+from exporter.simulator.flux import FluxFake
+from exporter.simulator.k6_cloud import K6CloudFake
+from exporter.simulator.pluto import PlutoFake
+from exporter.simulator.whatsapp_flows import WhatsAppFlowsFake
 
 log = logging.getLogger(__name__)
-
-SIMULATOR_TOKEN = "simulator-token"
-
-
-@dataclass(frozen=True)
-class SimRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-    received_at: float
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"null")
-
-    def param(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else None
-
-
-@dataclass
-class SimResponse:
-    status: int
-    body: Any = None  # JSON-serialisable, or bytes sent as is
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def encoded(self) -> bytes:
-        if isinstance(self.body, bytes):
-            return self.body
-        return json.dumps(self.body, ensure_ascii=False).encode()
-
-
-@dataclass
-class Fault:
-    """Applied to the next `times` requests whose `path?query` matches `path` (a regex)."""
-
-    path: str = ".*"
-    kind: str = "status"
-    times: int = 1
-    status: int = 503
-    retry_after: float | None = None
-    delay: float = 0.0
-    key: str | None = None  # lone_surrogate: the JSON key whose string values are cut
-
-    # lone_surrogate: the string values of `key` in the real answer (all of
-    # them without a key) end with the escape of half a UTF-16 pair
-    # (`"...\\ud800"`), as a JavaScript string cut mid-character serialises.
-    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate")
-
-    def __post_init__(self) -> None:
-        if self.kind not in self.KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(self.KINDS)}")
-        re.compile(self.path)
-
-
-class Vendor(Protocol):
-    """One fake API. `handle` sees paths with the vendor prefix removed."""
-
-    prefix: str
-
-    def handle(self, request: SimRequest) -> SimResponse: ...
-
-
-class Clock:
-    """Wall time, or a frozen instant tests and demos can set."""
-
-    def __init__(self, frozen: float | None = None) -> None:
-        self.frozen = frozen
-
-    def __call__(self) -> float:
-        return self.frozen if self.frozen is not None else time.time()
-
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -113,16 +46,22 @@ class _Server(ThreadingHTTPServer):
     simulator: Simulator
 
 
-class Simulator:
-    def __init__(self, listen: str = "127.0.0.1:0", seed: int = 1, freeze_time: float | None = None) -> None:
-        from exporter.simulator.vendors import build_vendors
+# Requests kept for GET /_sim/requests and tests: the newest ones only, so a
+# demo running for days does not grow (each holds its headers and body).
+REQUEST_LOG = 2000
 
+
+class Simulator:
+    def __init__(self, listen: str = "127.0.0.1:0", seed: int = 1, freeze_time: float | None = None,
+                 request_log: int = REQUEST_LOG) -> None:
         self.seed = seed
         self.clock = Clock(freeze_time)
         self.started_at = self.clock()
-        self.vendors: dict[str, Vendor] = {v.prefix: v for v in build_vendors(self)}
+        fakes: list[Vendor] = [K6CloudFake(self), BirdFake(self), PlutoFake(self), WhatsAppFlowsFake(self),
+                               FluxFake(self)]
+        self.vendors: dict[str, Vendor] = {v.prefix: v for v in fakes}
         self._faults: list[Fault] = []
-        self._requests: list[SimRequest] = []
+        self._requests: deque[SimRequest] = deque(maxlen=request_log)
         self._lock = threading.Lock()
         host, port = split_listen(listen)
         self._server = _Server((host, port), _Handler)
@@ -134,7 +73,7 @@ class Simulator:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def base_url(self, prefix: str) -> str:
         return f"{self.url}/{prefix}"
@@ -236,7 +175,7 @@ def _public(request: SimRequest) -> dict[str, Any]:
     data["body"] = request.body.decode("utf-8", "replace")
     # Only the simulator's own demo token is shown; anything else may be real.
     auth = data["headers"].get("authorization")
-    if auth is not None and not _is_sim_token(auth):
+    if auth is not None and not is_sim_token(auth):
         data["headers"]["authorization"] = "<redacted>"
     return data
 
@@ -312,23 +251,3 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("simulator: " + format, *args)
 
 
-def _is_sim_token(value: str) -> bool:
-    return value.endswith(SIMULATOR_TOKEN)
-
-
-def bearer_token(request: SimRequest, scheme: str) -> str | None:
-    """The credential after `scheme` in the Authorization header, if any."""
-    header = request.headers.get("authorization", "")
-    expected = f"{scheme} "
-    return header[len(expected):] if header.startswith(expected) else None
-
-
-def deterministic(seed: int, *parts: object) -> float:
-    """A stable pseudo-random number in [0, 1) from the seed and the parts."""
-    import hashlib
-
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-Handler = Callable[[SimRequest, re.Match[str]], SimResponse]

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from exporter.simulator.server import SIMULATOR_TOKEN, SimRequest, SimResponse, bearer_token, deterministic
+from exporter.simulator.common import SIMULATOR_TOKEN, SimRequest, SimResponse, bearer_token, deterministic
 
 if TYPE_CHECKING:
     from exporter.simulator.server import Simulator

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from exporter.config.source import SourceConfigBase
 from exporter.errors import PollError
@@ -55,8 +55,8 @@ class Source(Generic[ConfigT]):
     `discover()`.
     """
 
-    type: ClassVar[str]
     config_model: ClassVar[type[SourceConfigBase]]
+    type: ClassVar[str]
     default_base_url: ClassVar[str]
     simulator_prefix: ClassVar[str]
     # The Authorization header is `f"{auth_scheme} {secret}"`.
@@ -116,3 +116,7 @@ class Source(Generic[ConfigT]):
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+
+# A source of any type, as the runner and the app hold them.
+AnySource = Source[Any]

@@ -87,8 +87,8 @@ RESULT = TypeAdapter(_Result)
 
 
 class BirdFlowRunsSource(Source[BirdFlowRunsConfig]):
-    type: ClassVar[str] = "bird_flow_runs"
     config_model: ClassVar[type[SourceConfigBase]] = BirdFlowRunsConfig
+    type: ClassVar[str] = "bird_flow_runs"
     default_base_url: ClassVar[str] = "https://api.bird.com"
     simulator_prefix: ClassVar[str] = "bird"
     auth_scheme: ClassVar[str] = "AccessKey"

@@ -88,23 +88,22 @@ import asyncio
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from exporter.sources.kit.ratelimit import BUDGETS, RateBudget
 from exporter.config.source import SourceConfigBase
 from exporter.config.types import Duration, StrictModel
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
 from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample, SummaryValue
+from exporter.sources.base import Source, SourceContext, Target
 from exporter.sources.kit.naming import label_name, metric_name, with_unit
 from exporter.sources.kit.payloads import json_or_none
 from exporter.sources.kit.periods import DAY, HOUR, MINUTE, Grid, rfc3339
-from exporter.sources.base import Source, SourceContext, Target
+from exporter.sources.kit.ratelimit import BUDGETS, RateBudget
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ For each test run (one target) a poll calls:
 
 and exports, for example:
 
-    k6_http_req_duration_seconds{test_run_id="103054",stat="0.95",method="GET",status="200",url="https://test.k6.io/"} 0.213
+    k6_http_req_duration_seconds{test_run_id="103054",stat="0.95",method="GET",url="https://test.k6.io/"} 0.213
     k6_http_reqs{test_run_id="103054",stat="rps",method="GET",status="200",url="https://test.k6.io/"} 41.5
     k6_cloud_threshold_failed{test_run_id="103054",threshold="p(95)<500",stat="0.95",metric="http_req_duration"} 0
     k6_cloud_run_checks{test_run_id="103054",state="succeeded"} 2
@@ -94,7 +94,7 @@ class K6CloudConfig(SourceConfigBase):
     test_run_ids: list[PositiveInt] = Field(min_length=1)
     # Statistics asked per metric type; a type left out keeps its default.
     stats: dict[Literal["trend", "counter", "rate", "gauge"], list[str]] = Field(
-        default_factory=lambda: dict(DEFAULT_STATS)
+        default_factory=lambda: dict(DEFAULT_STATS)  # type: ignore[arg-type]  # the keys are those literals
     )
     page_size: int = Field(default=100, ge=1, le=1000)
     series_batch_size: int = Field(default=20, ge=1, le=500)
@@ -150,7 +150,9 @@ class K6Serie(TypedDict):
     values: NotRequired[list[K6Point] | None]
 
 
-SERIES_ANSWER = TypeAdapter(TypedDict("K6SeriesAnswer", {"k6-serie": list[K6Serie]}))
+# "k6-serie" is no identifier: the functional TypedDict form.
+K6SeriesAnswer = TypedDict("K6SeriesAnswer", {"k6-serie": list[K6Serie]})
+SERIES_ANSWER = TypeAdapter(K6SeriesAnswer)
 
 
 class K6Threshold(_Payload):
@@ -184,18 +186,23 @@ def _overview_family(name: str, help_text: str, unit: str = "") -> Family:
     return Family(name, Kind.GAUGE, help_text, unit)
 
 
-THRESHOLD_VALUE = Family("k6_cloud_threshold_value", Kind.GAUGE, "Current calculated value of a k6 threshold (time thresholds in seconds).")
-THRESHOLD_LIMIT = Family("k6_cloud_threshold_limit", Kind.GAUGE, "Limit of a k6 threshold (time thresholds in seconds).")
-THRESHOLD_FAILED = Family("k6_cloud_threshold_failed", Kind.GAUGE, "1 when the k6 threshold is tainted (failed), else 0.")
+THRESHOLD_VALUE = Family("k6_cloud_threshold_value", Kind.GAUGE,
+                         "Current calculated value of a k6 threshold (time thresholds in seconds).")
+THRESHOLD_LIMIT = Family("k6_cloud_threshold_limit", Kind.GAUGE,
+                         "Limit of a k6 threshold (time thresholds in seconds).")
+THRESHOLD_FAILED = Family("k6_cloud_threshold_failed", Kind.GAUGE,
+                          "1 when the k6 threshold is tainted (failed), else 0.")
 RUN_CHECKS = _overview_family("k6_cloud_run_checks", "Checks of the test run by state (succeeded, total).")
-RUN_CHECK_HITS = _overview_family("k6_cloud_run_check_hits", "Check evaluations of the test run by state (succeeded, total).")
+RUN_CHECK_HITS = _overview_family("k6_cloud_run_check_hits",
+                                  "Check evaluations of the test run by state (succeeded, total).")
 RUN_THRESHOLDS = _overview_family("k6_cloud_run_thresholds", "Thresholds of the test run by state (succeeded, total).")
 RUN_URLS = _overview_family("k6_cloud_run_urls", "URLs of the test run by state (succeeded, total).")
 RUN_URL_HITS = _overview_family("k6_cloud_run_url_hits", "Requests to the test run's URLs by state (succeeded, total).")
 RUN_DURATION_AVG = _overview_family(
     "k6_cloud_run_http_req_duration_avg_seconds", "Average HTTP request duration of the test run.", "seconds"
 )
-RUN_REQS_AVG = _overview_family("k6_cloud_run_http_reqs_avg", "Average HTTP requests per second of the test run (run overview http_reqs_avg).")
+RUN_REQS_AVG = _overview_family("k6_cloud_run_http_reqs_avg",
+                                "Average HTTP requests per second of the test run (run overview http_reqs_avg).")
 
 OVERVIEW_STATES: tuple[tuple[Family, str, str], ...] = (
     (RUN_CHECKS, "checks_successes", "checks_total"),
@@ -207,8 +214,8 @@ OVERVIEW_STATES: tuple[tuple[Family, str, str], ...] = (
 
 
 class K6CloudSource(Source[K6CloudConfig]):
-    type: ClassVar[str] = "k6_cloud"
     config_model: ClassVar[type[SourceConfigBase]] = K6CloudConfig
+    type: ClassVar[str] = "k6_cloud"
     default_base_url: ClassVar[str] = "https://api.k6.io"
     simulator_prefix: ClassVar[str] = "k6"
     auth_scheme: ClassVar[str] = "Token"
@@ -264,7 +271,8 @@ class K6CloudSource(Source[K6CloudConfig]):
                 )
                 return first + second
             raise
-        return read_body(SERIES_ANSWER, body, "series")["k6-serie"]
+        series: list[K6Serie] = read_body(SERIES_ANSWER, body, "series")["k6-serie"]
+        return series
 
     async def _series_samples(self, run: str, metrics: list[K6Metric]) -> list[Sample]:
         by_id = {m.id: m for m in metrics}
@@ -288,7 +296,8 @@ class K6CloudSource(Source[K6CloudConfig]):
 
     async def _threshold_samples(self, run: str) -> list[Sample]:
         payload = await self._get("thresholds", [("test_run_id", run)])
-        thresholds = [parse_payload(K6Threshold, t, "thresholds") for t in list_field(payload, "k6-thresholds", "thresholds")]
+        listed = list_field(payload, "k6-thresholds", "thresholds")
+        thresholds = [parse_payload(K6Threshold, t, "thresholds") for t in listed]
         related = payload.get("k6-metrics") or []
         metrics = {m.id: m for m in (parse_payload(K6Metric, m, "thresholds metrics") for m in related)}
         samples: list[Sample] = []
@@ -332,10 +341,11 @@ class K6CloudSource(Source[K6CloudConfig]):
         self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie, grids: dict[tuple[Any, ...], int]
     ) -> Sample | None:
         point = _newest(serie.get("values") or [], grids)
-        if point is None or point.get("value") is None:
+        raw = point.get("value") if point is not None else None
+        if point is None or raw is None:
             return None
         contains = metric.contains or ""
-        value = point["value"] * SCALE_BY_CONTAINS.get(contains, 1.0)
+        value = raw * SCALE_BY_CONTAINS.get(contains, 1.0)
         family = self._family(metric.name, metric.type, contains)
         return Sample(
             family,
@@ -408,8 +418,8 @@ def _newest(points: list[K6Point], grids: dict[tuple[Any, ...], int]) -> K6Point
     index = grids.get(stamps)
     if index is None:
         moments = [_timestamp_or_none(stamp) for stamp in stamps]
-        index = grids[stamps] = max(range(len(stamps) - 1, -1, -1),
-                                    key=lambda i: -math.inf if moments[i] is None else moments[i])
+        order = [-math.inf if moment is None else moment for moment in moments]
+        index = grids[stamps] = max(range(len(stamps) - 1, -1, -1), key=order.__getitem__)
     return points[index]
 
 

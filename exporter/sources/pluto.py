@@ -12,8 +12,8 @@ It exports, for example:
 
     pluto_run_metric_value{project="research",run_id="4101",log_group="train",log_name="train/loss"} 0.1443
     pluto_run_metric_step{project="research",run_id="4101",log_group="train",log_name="train/loss"} 14400
-    pluto_run_metric_timestamp_seconds{project="research",run_id="4101",log_group="train",log_name="train/loss"} 1.77999996e+09
-    pluto_run_metric_nonfinite_points_total{project="research",run_id="4101",log_group="train",log_name="train/grad_norm"} 3
+    pluto_run_metric_timestamp_seconds{project="research",run_id="4101",…,log_name="train/loss"} 1.77999996e+09
+    pluto_run_metric_nonfinite_points_total{project="research",run_id="4101",…,log_name="train/grad_norm"} 3
     pluto_run_request_budget_exhausted_total{project="research",run_id="4101"} 0
 
 How points are fetched (the doc promises a sample of at most `limit` points;
@@ -167,7 +167,8 @@ def parse_point(row: Any) -> Point:
     # inline; anything else takes the careful path below. A full read parses
     # ~10k rows per run (benchmarks/bench.py poll).
     if type(row) is dict and not row.get("valueFlag"):
-        name, group, step, value, time = row.get("logName"), row.get("logGroup"), row.get("step"), row.get("value"), row.get("time")
+        name, group, step = row.get("logName"), row.get("logGroup"), row.get("step")
+        value, time = row.get("value"), row.get("time")
         if type(step) is str and step.isascii() and step.isdigit():
             step = int(step)
         if (type(name) is str and name and (group is None or type(group) is str) and type(step) is int and step >= 0
@@ -192,7 +193,8 @@ def _parse_point_checked(row: Any) -> Point:
         time = parse_timestamp(row["time"])
     except (KeyError, TypeError, ValueError):
         raise InvalidResponse(f"metrics: {name}: unreadable time {row.get('time')!r}") from None
-    return Point(name, group or "", _step(name, row.get("step")), time, _value(name, row.get("value"), row.get("valueFlag")))
+    value = _value(name, row.get("value"), row.get("valueFlag"))
+    return Point(name, group or "", _step(name, row.get("step")), time, value)
 
 
 def _step(name: str, raw: Any) -> int:
@@ -223,7 +225,8 @@ def _value(name: str, raw: Any, flag: Any) -> float:
 
 # --- families ---------------------------------------------------------------
 
-VALUE = Family("pluto_run_metric_value", Kind.GAUGE, "Value of a Pluto run metric at the highest step seen (NaN/±Inf as logged).")
+VALUE = Family("pluto_run_metric_value", Kind.GAUGE,
+               "Value of a Pluto run metric at the highest step seen (NaN/±Inf as logged).")
 STEP = Family("pluto_run_metric_step", Kind.GAUGE, "Highest step seen of a Pluto run metric.")
 TIMESTAMP = Family(
     "pluto_run_metric_timestamp_seconds", Kind.GAUGE,
@@ -231,7 +234,8 @@ TIMESTAMP = Family(
 )
 NONFINITE = Family(
     "pluto_run_metric_nonfinite_points", Kind.COUNTER,
-    "New points of a Pluto run metric whose value was NaN, +Inf or -Inf (valueFlag), since the exporter followed the run.",
+    "New points of a Pluto run metric whose value was NaN, +Inf or -Inf (valueFlag), "
+    "since the exporter followed the run.",
 )
 BUDGET_EXHAUSTED = Family(
     "pluto_run_request_budget_exhausted", Kind.COUNTER,
@@ -279,8 +283,8 @@ class _Walk:
 
 
 class PlutoSource(Source[PlutoConfig]):
-    type: ClassVar[str] = "pluto"
     config_model: ClassVar[type[SourceConfigBase]] = PlutoConfig
+    type: ClassVar[str] = "pluto"
     default_base_url: ClassVar[str] = "https://pluto-api.trainy.ai"
     simulator_prefix: ClassVar[str] = "pluto"
     auth_scheme: ClassVar[str] = "Bearer"
@@ -338,7 +342,8 @@ class PlutoSource(Source[PlutoConfig]):
     # --- fetching -------------------------------------------------------------
 
     async def fetch(self, run: str, log_name: str | None, low: int | None, high: int | None) -> list[Point]:
-        params: list[tuple[str, Any]] = [("runId", run), ("projectName", self.config.project), ("limit", self.config.limit)]
+        params: list[tuple[str, Any]] = [("runId", run), ("projectName", self.config.project),
+                                         ("limit", self.config.limit)]
         if log_name is not None:
             params.append(("logName", log_name))
         if self.config.log_group is not None:

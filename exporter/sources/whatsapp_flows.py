@@ -140,7 +140,7 @@ class WhatsAppFlowsConfig(SourceConfigBase):
     flow_ids: list[Annotated[str, Field(pattern=r"^\d+$")]] = Field(min_length=1)
     granularity: Annotated[Literal["HOUR", "DAY", "LIFETIME"], BeforeValidator(_upper)] = "HOUR"
     lookback: Duration | None = None
-    metrics: list[MetricName] = Field(default_factory=lambda: list(METRICS), min_length=1)
+    metrics: list[MetricName] = Field(default_factory=lambda: list(METRICS), min_length=1)  # type: ignore[arg-type]
 
     @field_validator("metrics")
     @classmethod
@@ -245,8 +245,8 @@ def latency_buckets(counts: Mapping[str, float]) -> tuple[tuple[float, float], .
 
 
 class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
-    type: ClassVar[str] = "whatsapp_flows"
     config_model: ClassVar[type[SourceConfigBase]] = WhatsAppFlowsConfig
+    type: ClassVar[str] = "whatsapp_flows"
     default_base_url: ClassVar[str] = "https://graph.facebook.com"
     simulator_prefix: ClassVar[str] = "whatsapp"
     auth_scheme: ClassVar[str] = "Bearer"

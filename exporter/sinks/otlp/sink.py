@@ -1,6 +1,7 @@
 """OTLP push sink: every new polled point, through a bounded queue, to an OpenTelemetry collector.
 
-    poll ─► runner ─► `publish(snapshot)` ─► PointQueue ─► drain task ─► worker thread (encode: wire; send: SDK exporter)
+    poll ─► runner ─► `publish(snapshot)` ─► PointQueue ─► drain task ─► worker thread
+                                                                           (encode: wire; send: SDK exporter)
 
 - `publish` runs right after a successful poll, on the event loop or (for a
   big snapshot) in the runner's worker thread. It only turns the snapshot's

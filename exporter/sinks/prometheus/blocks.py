@@ -35,7 +35,7 @@ def go_float(value: float) -> str:
     written as `repr` writes it (the property test compares whole outputs)."""
     text = repr(float(value))
     if text.find(".") > 6 or text[-1] in "fn":  # Go's exponent form, inf, nan
-        return floatToGoString(value)
+        return str(floatToGoString(value))  # type: ignore[no-untyped-call]
     return text
 
 
@@ -86,12 +86,12 @@ def sample_lines(samples: list[Sample], openmetrics: bool) -> str:
         kind = sample.family.kind
         value = sample.value
         if kind is Kind.GAUGE:
-            append(f"{name}{label_string(sample.labels)} {go_float(value)}\n")
+            append(f"{name}{label_string(sample.labels)} {go_float(value)}\n")  # type: ignore[arg-type]
             continue
         labels = list(sample.labels)
         plain = label_string(labels)
         if kind is Kind.COUNTER:
-            append(f"{name}_total{plain} {go_float(value)}\n")
+            append(f"{name}_total{plain} {go_float(value)}\n")  # type: ignore[arg-type]
         elif kind is Kind.HISTOGRAM:
             assert isinstance(value, HistogramValue)
             for bound, count in value.buckets:

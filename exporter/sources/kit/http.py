@@ -201,7 +201,7 @@ class HttpClient:
 
     def _retry_delay(self, attempt: int, error: PollError) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""
-        retry_after = getattr(error, "retry_after", None)
+        retry_after = error.retry_after if isinstance(error, UpstreamHTTPError) else None
         if retry_after is not None and (error.reason == "rate_limited" or getattr(error, "status", 0) == 503):
             # A wait longer than we accept would outlive the poll: fail now and
             # let the next scheduled poll try again.
@@ -209,7 +209,7 @@ class HttpClient:
         if error.reason == "rate_limited":
             # No hint from the server: wait the full backoff ceiling, not a
             # jittered fraction of it, so we do not hammer a throttled API.
-            return min(self.config.max_backoff, self.config.backoff * (2**attempt))
+            return float(min(self.config.max_backoff, self.config.backoff * (2**attempt)))
         if error.reason == "http_5xx":
             return self._backoff(attempt)
         return None

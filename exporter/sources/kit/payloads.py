@@ -94,7 +94,8 @@ def _invalid(exc: ValidationError, what: str) -> InvalidResponse:
 def list_field(payload: Any, key: str, what: str) -> list[Any]:
     if not isinstance(payload, dict) or not isinstance(payload.get(key), list):
         raise InvalidResponse(f"{what}: expected an object with a list {key!r}")
-    return payload[key]
+    items: list[Any] = payload[key]
+    return items
 
 
 def json_or_none(body: bytes) -> Any:
