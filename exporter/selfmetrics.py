@@ -77,7 +77,7 @@ SERIES_DROPPED = _row("apimetrics_series_dropped", C,
                       "New series a target could not add because a max_series cap was reached.", T, TARGET)
 LABELS_TRUNCATED = _row("apimetrics_label_values_truncated", C, "Label values cut to [limits] max_label_bytes.", T,
                         TARGET)
-LEDGER_CORRECTIONS = _row("apimetrics_counter_corrections", C,
+LEDGER_CORRECTIONS = _row("apimetrics_ledger_corrections", C,
                           "Downward revisions of vendor period counts held back so counters never decrease.", T,
                           TARGET)
 

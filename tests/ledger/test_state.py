@@ -26,7 +26,7 @@ def scrape_counters(url: str) -> tuple[dict[tuple[tuple[str, str], ...], float],
                 totals[key] = sample.value
             elif sample.name == "bird_flow_runs_created":
                 created[key] = sample.value
-            elif sample.name == "apimetrics_counter_corrections_total":
+            elif sample.name == "apimetrics_ledger_corrections_total":
                 corrections += sample.value
     return totals, created, corrections
 

@@ -4,7 +4,7 @@ Series are rendered when a snapshot arrives (`blocks.render_blocks`), once
 per poll, and kept in the `Store`; a scrape only collects references to
 them. A target's own series (`apimetrics_target_up`…) are blocks too, under
 their own key. Only the few process-wide self-metrics live on a
-prometheus_client registry, rendered per scrape.
+prometheus_client registry, rendered per scrape (`registry.registry_text`).
 
 Format by `Accept` negotiation: text 0.0.4, or OpenMetrics 1.0 when asked
 for (and not refused with `q=0`); gzip when `Accept-Encoding` allows it, as a
@@ -22,6 +22,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter.model import Change, Snapshot, TargetKey
 from exporter.sinks.prometheus.blocks import EOF_LINE, EOF_MEMBER, gzip_member, render_blocks
+from exporter.sinks.prometheus.registry import registry_text
 from exporter.sinks.prometheus.store import BlockKey, Store
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,10 @@ class PrometheusSink:
         """The body of one scrape as a list of byte strings, and its headers."""
         # prometheus_client's negotiation (versions, escaping), but a format
         # refused with q=0 is not offered to it.
-        encoder, content_type = choose_encoder(acceptable(accept))
+        _, content_type = choose_encoder(acceptable(accept))
         openmetrics = content_type.startswith(OPENMETRICS)
         compressed = accepts_gzip(accept_encoding)
-        dynamic = encoder(self.registry)
-        if openmetrics:
-            dynamic = dynamic.removesuffix(EOF_LINE)
+        dynamic = registry_text(self.registry, openmetrics)
         headers = {"Content-Type": content_type}
         if compressed:
             headers["Content-Encoding"] = "gzip"
