@@ -10,6 +10,7 @@ import pytest
 from exporter.config import ConfigError
 from exporter.simulator import Simulator
 from exporter.simulator.flux import FakeMetric, FluxFake
+from exporter.sources.flux.config import tag_label
 from tests.conftest import samples_of, settings_from
 from tests.sources.flux.support import flux_config
 
@@ -42,3 +43,10 @@ def test_reserved_tag_keys_get_a_prefix(simulator: Simulator, flux: FluxFake, ha
     h = harness('metrics = [{ name = "logins", group_by = ["account"] }]')
     assert h.poll()
     assert {dict(k)["tag_account"] for k in samples_of(h.text(), "flux_logins_total")} == {"x", "y"}
+
+
+@pytest.mark.parametrize(("key", "label"), [
+    ("region", "region"), ("my.tag", "my_tag"), ("account", "tag_account"), ("quantile", "tag_quantile"),
+])
+def test_tag_labels(key: str, label: str) -> None:
+    assert tag_label(key) == label

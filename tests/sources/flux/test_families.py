@@ -1,7 +1,8 @@
 """Flux families and values (families.py): each type with its aggregations, units, groups and buckets.
 
-Over real sockets against the simulator; expected values come from replays of
-the exporter's own queries (support.py).
+Over real sockets against the simulator, expected values coming from replays of
+the exporter's own queries (support.py); then the module's functions alone, on
+answers and ledger totals written in the test.
 """
 
 from __future__ import annotations
@@ -11,8 +12,21 @@ from typing import Any
 import httpx
 import pytest
 
+from exporter.model import SummaryValue
 from exporter.simulator import Simulator
 from exporter.simulator.flux import FakeMetric, FluxFake
+from exporter.sources.flux.families import (
+    FreshAnswer,
+    Metric,
+    Result,
+    families_of,
+    latest,
+    ledger_series,
+    merge,
+    metric_samples,
+    own_samples,
+)
+from exporter.sources.kit.periods import MINUTE
 from exporter.sources.kit.timeparse import parse_timestamp
 from tests.conftest import samples_of
 from tests.sources.flux.support import REPLAY_KEY, Labels, floor, key, points_of, queries
@@ -195,3 +209,73 @@ def test_a_summary_count_and_a_counter_named_count_stay_apart(simulator: Simulat
         key(): sum(p["sum"] for p in points_of(simulator, counter)[()])}
     assert samples_of(text, "flux_api_response_time_count") == {
         key(): sum(p["count"] for p in points_of(simulator, summary)[()])}
+
+
+# --- the functions of families.py -----------------------------------------------------------------
+
+START = 29_666_666 * 60.0  # a minute boundary
+
+
+def test_family_names_units_and_what_each_exposes() -> None:
+    timing = families_of(Metric("request.seconds", "distribution", ("p95", "count", "max"), unit="s"), "1m")
+    assert timing.summary is not None and timing.summary.name == "flux_request_seconds"
+    assert {a: f.name for a, f in timing.gauges.items()} == {"max": "flux_request_max_seconds"}
+    assert timing.count is not None and timing.count.name == "flux_request_seconds#count" and timing.sum is None
+    assert timing.exposed() == {"flux_request_max_seconds", "flux_request_seconds", "flux_request_seconds_count",
+                                "flux_request_seconds_sum", "flux_request_seconds_created"}
+    latency = families_of(Metric("api.latency", "gauge", ("last", "avg"), unit="ms"), "5m")
+    assert [f.name for f in latency.gauges.values()] == ["flux_api_latency_seconds", "flux_api_latency_avg_seconds"]
+    assert latency.divisor == 1000.0 and latency.gauges["avg"].help.endswith("avg over the latest complete 5m bucket.")
+    counter = families_of(Metric("api.requests", "counter", ("sum",)), "1m")
+    assert counter.counter is not None and counter.exposed() == {"flux_api_requests_total", "flux_api_requests_created"}
+    assert families_of(Metric("api.requests", "counter", ("rate",)), "1m").counter is None
+    users = families_of(Metric("dau", "set", ("count",)), "1m")
+    assert [f.name for f in users.gauges.values()] == ["flux_dau_cardinality"] and users.exposed() == {
+        "flux_dau_cardinality"}
+
+
+def test_samples_from_the_latest_complete_bucket() -> None:
+    current = START + 180  # buckets START, +60, +120 are complete; +180 is open
+    base = (("account", "acme"),)
+    gauge = Metric("g", "gauge", ("last", "max"))
+    answer = FreshAnswer(current + 5, current, {(): {START: {"last": 1.0, "max": 4.0}, START + 60: {"max": 5.0},
+                                                     current: {"last": 9.0}}})
+    samples = metric_samples(gauge, families_of(gauge, "1m"), answer, base, {}, 0.0, MINUTE)
+    # A gauge holds its value: `last` from the newest complete bucket that has it; the open bucket never counts.
+    assert [(s.family.name, s.value, s.timestamp) for s in samples] == [
+        ("flux_g", 1.0, START), ("flux_g_max", 5.0, START + 60)]
+
+    users = Metric("u", "set", ("count",))
+    empty = FreshAnswer(current, current, {(("plan", "pro"),): {START: {"count": 3.0}}})
+    (cardinality,) = metric_samples(users, families_of(users, "1m"), empty, base, {}, 0.0, MINUTE)
+    assert (cardinality.value, cardinality.timestamp, cardinality.labels) == (0.0, START + 120, (
+        ("account", "acme"), ("plan", "pro")))  # nothing in the latest complete bucket: no distinct value
+
+    timing = Metric("t", "distribution", ("p50", "count", "sum", "min"))
+    fams = families_of(timing, "1m")
+    answer = FreshAnswer(current, current, {(): {START + 120: {"p50": 2.0, "count": 4.0, "sum": 8.0, "min": 1.0}}})
+    observed = ledger_series({timing.key: answer}, {timing.key: fams})
+    assert observed == {("flux_t#count",): {START + 120: 4.0}, ("flux_t#sum",): {START + 120: 8.0}}
+    totals = {("flux_t#count",): 40.0, ("flux_t#sum",): 80.0, ("flux_t#count", "k", "v"): 2.0}
+    samples = metric_samples(timing, fams, answer, base, totals, 123.0, MINUTE)
+    assert [(s.family.name, s.labels, s.value) for s in samples] == [
+        ("flux_t_min", base, 1.0), ("flux_t", base, SummaryValue(((0.5, 2.0),), 40.0, 80.0)),
+        # A group the ledger still counts keeps its _count/_sum after it left the answer.
+        ("flux_t", (*base, ("k", "v")), SummaryValue((), 2.0, 0.0))]
+    assert metric_samples(timing, fams, None, base, {}, 0.0, MINUTE) == []
+
+
+def test_latest_merge_and_own_samples() -> None:
+    buckets = {START: {"last": 1.0}, START + 60: {"last": 2.0}, START + 120: {}}
+    assert latest(buckets, "last", START + 120) == (START + 60, 2.0)
+    assert latest(buckets, "last", START + 60) == (START, 1.0)
+    assert latest(buckets, "max", START + 180) is None
+    into: Result = {(): {START: {"p50": 1.0}}}
+    merge(into, {(): {START: {"count": 3.0}, START + 60: {"p50": 2.0}}, (("k", "v"),): {START: {"p50": 5.0}}})
+    assert into == {(): {START: {"p50": 1.0, "count": 3.0}, START + 60: {"p50": 2.0}},
+                    (("k", "v"),): {START: {"p50": 5.0}}}
+    base = (("account", "acme"),)
+    assert [(s.family.name, s.labels, s.value) for s in own_samples(base, "opensource", 7, 6)] == [
+        ("flux_api_info", (*base, ("dialect", "opensource")), 1.0), ("flux_queries_planned", base, 7.0),
+        ("flux_queries_completed", base, 6.0)]
+    assert [s.family.name for s in own_samples(base, None, 0, 0)] == ["flux_queries_planned", "flux_queries_completed"]
