@@ -88,8 +88,8 @@ class FluxSource(Source[FluxConfig]):
         self._types: dict[str, str] = {m.name: m.type for m in config.metrics or [] if m.type is not None}
         self._answers: dict[MetricKey, FreshAnswer] = {}
         self._last_success_start: float | None = None
-        self._warned: int | None = None
-        self._resume: str | None = None
+        self._warned: int | None = None  # cycle length (in budget windows) last warned about
+        self._resume: str | None = None  # the first metric the last poll did not reach
         self._adopt(initial_requests(config))
 
     # --- budget and deadlines ----------------------------------------------------------
