@@ -37,9 +37,9 @@ def metric_samples(family: Family, metric: Metric) -> list[Sample]:
     series: dict[Labels, dict[str, float]] = {}
     buckets: dict[Labels, list[tuple[float, float]]] = {}
     for sample in metric.samples:
-        labels = dict(sample.labels)
-        le = labels.pop("le", None)
-        key = tuple(labels.items())
+        names = dict(sample.labels)
+        le = names.pop("le", None)
+        key = tuple(names.items())
         values = series.setdefault(key, {})
         suffix = sample.name[len(metric.name):]
         if suffix == "_bucket":
