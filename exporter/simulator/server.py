@@ -5,8 +5,9 @@ serves every source: a source's simulated base URL is `{url}/{prefix}`.
 
 Control endpoints, for tests and demos (JSON):
 
-    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate",
-                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5}
+    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|set",
+                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5,
+                             "key": "tainted", "value": true}
     DELETE /_sim/faults
     GET    /_sim/requests   every request received (Authorization redacted)
     DELETE /_sim/requests
@@ -72,16 +73,22 @@ class Fault:
     status: int = 503
     retry_after: float | None = None
     delay: float = 0.0
-    key: str | None = None  # lone_surrogate: the JSON key whose string values are cut
+    key: str | None = None  # lone_surrogate: the JSON key whose string values are cut; set: the key to set
+    value: Any = None  # set: the new value of every `key` in the answer
 
     # lone_surrogate: the string values of `key` in the real answer (all of
     # them without a key) end with the escape of half a UTF-16 pair
     # (`"...\\ud800"`), as a JavaScript string cut mid-character serialises.
-    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate")
+    # set: every `key` at any depth of the real JSON answer gets `value`, so a
+    # test breaks a vendor's data, not its protocol (a failing k6 threshold:
+    # key "tainted", value true; a NaN Pluto point: key "valueFlag", "NaN").
+    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate", "set")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(self.KINDS)}")
+        if self.kind == "set" and not self.key:
+            raise ValueError("a 'set' fault needs the 'key' whose values it sets")
         re.compile(self.path)
 
 
@@ -276,6 +283,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in a fake must show as a 500, not a hang
             log.exception("simulator error on %s", split.path)
             response = SimResponse(500, {"error": f"simulator bug: {exc}"})
+        if fault is not None and fault.kind == "set" and not isinstance(response.body, bytes):
+            response.body = _with_key(response.body, fault.key or "", fault.value)
         payload = response.encoded()
         if fault is not None and fault.kind == "malformed":
             payload = b'{"this is": not json' + payload[:20]
@@ -310,6 +319,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         log.debug("simulator: " + format, *args)
+
+
+def _with_key(node: Any, key: str, value: Any) -> Any:
+    """A copy of a decoded JSON document whose every `key` is `value` (a copy:
+    a fake may answer with objects it keeps)."""
+    if isinstance(node, dict):
+        return {name: value if name == key else _with_key(child, key, value) for name, child in node.items()}
+    if isinstance(node, list):
+        return [_with_key(child, key, value) for child in node]
+    return node
 
 
 def _is_sim_token(value: str) -> bool:
