@@ -68,7 +68,7 @@ def metric_names(expr: str) -> set[str]:
         rest = stripped[match.end():]
         if rest.lstrip().startswith("("):  # function call or aggregation
             continue
-        if word in PROMQL_WORDS:
+        if word.lower() in PROMQL_WORDS:  # keywords and Inf/NaN are case-insensitive
             continue
         names.add(word)
     return names
@@ -161,6 +161,7 @@ def is_documented(name: str, families: dict[str, str]) -> bool:
         ('sum without (instance) (rate(a_total[$__rate_interval])) / on (job) group_left (x) b offset 1h', {"a_total", "b"}),
         ('label_replace(up{job="x"}, "dst", "$1", "src", "(.*)") and bool c', {"up", "c"}),
         ("max_over_time(d[1h:5m]) > 1e3 or vector(0)", {"d"}),
+        ("abs(e) == +Inf or e != NaN", {"e"}),
     ],
 )
 def test_metric_name_extraction(expr, expected):
