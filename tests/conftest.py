@@ -153,3 +153,13 @@ class ExporterProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.stdout.read() if self.proc.stdout else ""  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="session")
+def alerting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Simulator, exporter, OTLP receiver and a Prometheus with the shipped rules
+    (tests/alerting_stack.py), shared by the alerting and dashboard tests."""
+    from tests.alerting_stack import AlertingStack
+
+    with AlertingStack(tmp_path_factory.mktemp("alerting")) as stack:
+        yield stack
