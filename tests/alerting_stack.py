@@ -60,7 +60,7 @@ protocol = "http/protobuf"
 [[sources]]
 type = "k6_cloud"
 name = "k6"
-interval = "3s"
+interval = "4s"
 base_url = "{sim.base_url('k6')}"
 token = "{SIMULATOR_TOKEN}"
 test_run_ids = [{K6_RUN}]
@@ -68,7 +68,7 @@ test_run_ids = [{K6_RUN}]
 [[sources]]
 type = "bird_flow_runs"
 name = "bird"
-interval = "3s"
+interval = "4s"
 base_url = "{sim.base_url('bird')}"
 access_key = "{SIMULATOR_TOKEN}"
 workspace_id = "demo-workspace"
@@ -78,7 +78,7 @@ http = {{ retries = 0 }}
 [[sources]]
 type = "pluto"
 name = "pluto"
-interval = "5s"
+interval = "8s"
 base_url = "{sim.base_url('pluto')}"
 api_key = "{SIMULATOR_TOKEN}"
 project = "research"
@@ -88,7 +88,7 @@ log_names = ["train/loss"]
 [[sources]]
 type = "whatsapp_flows"
 name = "whatsapp"
-interval = "5s"
+interval = "8s"
 base_url = "{sim.base_url('whatsapp')}"
 access_token = "{SIMULATOR_TOKEN}"
 flow_ids = ["1234567890123456", "2345678901234567"]
@@ -96,7 +96,7 @@ flow_ids = ["1234567890123456", "2345678901234567"]
 [[sources]]
 type = "flux"
 name = "flux"
-interval = "10s"
+interval = "15s"
 base_url = "{sim.base_url('flux')}"
 api_key = "{SIMULATOR_TOKEN}"
 rate_limit = {{ queries = 6000, per = "60s" }}
