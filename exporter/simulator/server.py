@@ -5,7 +5,8 @@ serves every source: a source's simulated base URL is `{url}/{prefix}`.
 
 Control endpoints, for tests and demos (JSON):
 
-    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|set",
+    POST   /_sim/faults     {"path": "regex",
+                             "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|set",
                              "times": 1, "status": 503, "retry_after": 1, "delay": 0.5,
                              "key": "tainted", "value": true}
     DELETE /_sim/faults

@@ -236,7 +236,9 @@ NONFINITE = Family(
     "New points of a Pluto run metric whose value was NaN, +Inf or -Inf (valueFlag), since the exporter followed the run.",
 )
 # Alerting needs the status: a RUNNING run whose newest step is old has stalled.
-RUN_INFO = Family("pluto_run_info", Kind.GAUGE, "Always 1: a discovered Pluto run's name and status at the last discovery.")
+RUN_INFO = Family(
+    "pluto_run_info", Kind.GAUGE, "Always 1: a discovered Pluto run's name and status at the last discovery.",
+)
 BUDGET_EXHAUSTED = Family(
     "pluto_run_request_budget_exhausted", Kind.COUNTER,
     "Polls of a Pluto run that stopped at max_requests_per_poll before every new point was fetched.",
