@@ -137,6 +137,7 @@ class AlertingStack:
         self.client = httpx.Client(timeout=10)
         self._healthy: list[dict[str, Any]] | None = None
         self._broken: list[dict[str, Any]] | None = None
+        self.closed = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -179,6 +180,10 @@ class AlertingStack:
         self.wait_for(lambda: self._api("/api/v1/status/buildinfo") is not None, "Prometheus to start")
 
     def close(self) -> None:
+        """Stop everything; safe to call twice (conftest stops the stack early)."""
+        if self.closed:
+            return
+        self.closed = True
         if self.prometheus is not None and self.prometheus.poll() is None:
             self.prometheus.terminate()
             try:
