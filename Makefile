@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= exporter.toml
 
-.PHONY: run test bench prometheus-tools clean
+.PHONY: run test bench rules prometheus-tools clean
 
 # The runtime alone for `make run`; the test extra (linters, Helm and
 # Kubernetes validation, ~400 MB) only for `make test`.
@@ -31,6 +31,10 @@ test: $(VENV)/.test prometheus-tools
 ## bench: memory, scrape, poll-path, OTLP-encoding and scale benchmarks (minutes; not part of `make test`)
 bench: $(VENV)/.test
 	$(PY) benchmarks/bench.py
+
+## rules: regenerate monitoring/api-metrics-exporter.rules.yml (and the chart schema's alert overrides) from charts/api-metrics-exporter/rules/rules.yaml
+rules: $(VENV)/.installed
+	$(PY) monitoring/generate.py
 
 # The real-scraper tests need `prometheus` and `promtool` (Debian package `prometheus`).
 prometheus-tools:

@@ -171,3 +171,28 @@ class ExporterProcess:
             return ""
         with self.proc.stdout:
             return self.proc.stdout.read()
+
+
+_ALERTING_STACKS: list[object] = []
+
+
+@pytest.fixture(scope="session")
+def alerting_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Simulator, exporter, OTLP receiver and a Prometheus with the shipped rules
+    (tests/alerting_stack.py), shared by the alerting and dashboard tests."""
+    from tests.alerting_stack import AlertingStack
+
+    with AlertingStack(tmp_path_factory.mktemp("alerting")) as stack:
+        _ALERTING_STACKS.append(stack)
+        yield stack
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop the alerting stack after the last test that uses it, not at the end of
+    the session: its processes would load the 2-core machine for nothing."""
+    if not _ALERTING_STACKS or "alerting_stack" not in getattr(item, "fixturenames", ()):
+        return
+    items = item.session.items
+    later = items[items.index(item) + 1:]
+    if not any("alerting_stack" in getattr(other, "fixturenames", ()) for other in later):
+        _ALERTING_STACKS.pop().close()  # type: ignore[attr-defined]

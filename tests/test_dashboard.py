@@ -1,10 +1,13 @@
-"""The Grafana dashboard shipped with the chart only uses documented metrics.
+"""The Grafana dashboard shipped with the chart only uses documented metrics, and they return data.
 
 Every PromQL expression in charts/api-metrics-exporter/dashboards/api-metrics-exporter.json
 (panel targets, panels nested in collapsed rows, templating queries) is reduced to the
 metric names it selects; each one must be a family listed in docs/metrics.md, whose
 tables have the family name in backticks in the first column and its type in the
-second (histograms by their base name, counters with their `_total` suffix).
+second (histograms by their base name, counters with their `_total` suffix), a series
+recorded by the shipped rules (monitoring/api-metrics-exporter.rules.yml), or ALERTS.
+Every expression is then evaluated by a real Prometheus scraping a real exporter with
+OTLP on and the rules loaded (tests/alerting_stack.py): none may fail or come back empty.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DASHBOARD = REPO / "charts" / "api-metrics-exporter" / "dashboards" / "api-metrics-exporter.json"
 METRICS_DOC = REPO / "docs" / "metrics.md"
+RULES = REPO / "monitoring" / "api-metrics-exporter.rules.yml"
+# Series Prometheus makes, not the exporter: the firing-alerts panel reads ALERTS.
+PROMETHEUS_SERIES = frozenset({"ALERTS"})
 
 # PromQL functions, aggregation operators and keywords: never metric names.
 PROMQL_WORDS = frozenset(
@@ -68,7 +75,7 @@ def metric_names(expr: str) -> set[str]:
         rest = stripped[match.end():]
         if rest.lstrip().startswith("("):  # function call or aggregation
             continue
-        if word in PROMQL_WORDS:
+        if word.lower() in PROMQL_WORDS:  # keywords and Inf/NaN are case-insensitive
             continue
         names.add(word)
     return names
@@ -132,6 +139,12 @@ def documented_families() -> dict[str, str]:
     return families
 
 
+def recorded_series() -> set[str]:
+    """Series the shipped recording rules write (docs/alerts.md documents them)."""
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+
+
 def is_documented(name: str, families: dict[str, str]) -> bool:
     if name in families:
         return True
@@ -161,6 +174,7 @@ def is_documented(name: str, families: dict[str, str]) -> bool:
         ('sum without (instance) (rate(a_total[$__rate_interval])) / on (job) group_left (x) b offset 1h', {"a_total", "b"}),
         ('label_replace(up{job="x"}, "dst", "$1", "src", "(.*)") and bool c', {"up", "c"}),
         ("max_over_time(d[1h:5m]) > 1e3 or vector(0)", {"d"}),
+        ("abs(e) == +Inf or e != NaN", {"e"}),
     ],
 )
 def test_metric_name_extraction(expr, expected):
@@ -239,7 +253,9 @@ def test_every_dashboard_metric_is_documented():
         for name in metric_names(expr):
             used.setdefault(name, where)
     assert "apimetrics_target_up" in used
-    undocumented = sorted(f"{name} (in {where})" for name, where in used.items() if not is_documented(name, families))
+    own = recorded_series() | PROMETHEUS_SERIES
+    undocumented = sorted(f"{name} (in {where})" for name, where in used.items()
+                          if name not in own and not is_documented(name, families))
     assert not undocumented, f"not documented in docs/metrics.md: {undocumented}"
 
 
@@ -248,9 +264,9 @@ def test_every_dashboard_metric_is_documented():
 GRAFANA_DURATIONS = re.compile(r"\$\{?__(rate_interval|interval|range)(_ms|_s)?\}?")
 
 
-def to_promql(expr: str) -> str:
+def to_promql(expr: str, rate_interval: str = "5m") -> str:
     """Replace Grafana's variables with values Prometheus accepts."""
-    expr = GRAFANA_DURATIONS.sub("5m", expr)
+    expr = GRAFANA_DURATIONS.sub(rate_interval, expr)
     return re.sub(r"\$\{[a-zA-Z_][a-zA-Z0-9_]*(:[a-z]+)?\}|\$[a-zA-Z_][a-zA-Z0-9_]*", ".*", expr)
 
 
@@ -289,9 +305,13 @@ def test_queries_select_series_the_exporter_exposes(tmp_path):
         for sample in family.samples:
             labels_by_sample.setdefault(sample.name, set()).update(sample.labels)
     dashboard = load_dashboard()
+    # Recorded series and ALERTS come from Prometheus: test_queries_return_data_from_prometheus.
+    not_exported = recorded_series() | PROMETHEUS_SERIES
     for panel in iter_panels(dashboard["panels"]):
         for target in panel.get("targets", []):
             names = metric_names(target["expr"])
+            if names & not_exported:
+                continue
             missing = sorted(n for n in names if n not in labels_by_sample)
             assert not missing, f"{panel['title']}: the exporter exposes no {missing}"
             available = set().union(*(labels_by_sample[n] for n in names))
@@ -299,3 +319,88 @@ def test_queries_select_series_the_exporter_exposes(tmp_path):
             for clause in re.findall(r"\bby\s*\(([^)]*)\)", target["expr"]):
                 wanted |= {label.strip() for label in clause.split(",") if label.strip()}
             assert wanted <= available, f"{panel['title']}: labels {sorted(wanted - available)} do not exist"
+
+
+# --- issue 16: rate intervals, OTLP off, firing alerts, every query against Prometheus ---
+
+
+def test_ranges_are_grafanas_rate_interval():
+    for title, expr in panel_exprs(load_dashboard()):
+        ranges = re.findall(r"\[([^\[\]]*)\]", expr)
+        assert all(r == "$__rate_interval" for r in ranges), f"{title}: fixed range in {expr}"
+
+
+def row_panels(dashboard: dict, title: str) -> list[dict]:
+    """The panels under the row called `title` (rows are flat: panels follow their row)."""
+    panels, inside = [], False
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            inside = panel["title"] == title
+            panels.extend(panel.get("panels", []) if inside else [])
+        elif inside:
+            panels.append(panel)
+    return panels
+
+
+def test_the_otlp_row_says_when_otlp_is_off():
+    panels = row_panels(load_dashboard(), "OTLP push")
+    [state] = [p for p in panels if p["type"] == "stat"]
+    [target] = state["targets"]
+    # Its query answers whether OTLP is on or off (0 exporters pushing), never "No data".
+    assert target["expr"] == "count(apimetrics_otlp_queue_points) or vector(0)"
+    mappings = state["fieldConfig"]["defaults"]["mappings"]
+    assert {"type": "value", "options": {"0": {"text": "OTLP is off", "color": "text", "index": 0}}} in mappings
+    others = [p for p in panels if p is not state]
+    assert len(others) == 3
+    for panel in others:
+        assert all("apimetrics_otlp_" in t["expr"] for t in panel["targets"]), panel["title"]
+        assert panel["fieldConfig"]["defaults"]["noValue"] == "OTLP is off", panel["title"]
+
+
+def test_a_panel_lists_this_exporters_firing_alerts():
+    panels = row_panels(load_dashboard(), "Exporter health")
+    [alerts] = [p for p in panels if any("ALERTS" in t["expr"] for t in p.get("targets", []))]
+    assert alerts["type"] == "table"
+    [target] = alerts["targets"]
+    assert target["expr"] == 'ALERTS{alertname=~"ApiMetrics.+", alertstate="firing"}'
+    assert target["instant"] is True and target["format"] == "table"
+    groups = yaml.safe_load(RULES.read_text(encoding="utf-8"))["groups"]
+    names = [rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule]
+    assert names and all(re.fullmatch("ApiMetrics.+", name) for name in names)
+
+
+@pytest.mark.integration
+def test_queries_return_data_from_prometheus(alerting_stack):
+    """Every expression, evaluated by Prometheus (exporter with OTLP on, rules loaded, and
+    the faults of tests/test_alerts_integration.py so that alerts fire), parses and returns
+    series; the labels each legend and `by` clause names are on them."""
+    from tests.alerting_stack import RATE_INTERVAL
+
+    alerting_stack.broken()
+    dashboard = load_dashboard()
+    legends = {}
+    for panel in iter_panels(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            legends[(panel["title"], target["expr"])] = target.get("legendFormat", "")
+    exprs = panel_exprs(dashboard) + template_exprs(dashboard)
+    assert len(exprs) >= 30
+    empty, failed = [], []
+    for where, expr in exprs:
+        promql = to_promql(expr, RATE_INTERVAL)
+        answer = alerting_stack.query(promql)
+        if answer.get("status") != "success":
+            failed.append(f"{where}: {promql}: {answer.get('error')}")
+            continue
+        series = answer["data"]["result"]
+        if not series:
+            empty.append(f"{where}: {promql}")
+            continue
+        wanted = set(re.findall(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}", legends.get((where, expr), "")))
+        for clause in re.findall(r"\bby\s*\(([^)]*)\)", expr):
+            wanted |= {label.strip() for label in clause.split(",") if label.strip()}
+        if "histogram_quantile(" in expr:
+            wanted.discard("le")  # consumed by the quantile
+        labels = set().union(*(s["metric"] for s in series))
+        assert wanted <= labels, f"{where}: {promql}: no label {sorted(wanted - labels)}"
+    assert not failed, failed
+    assert not empty, f"queries without data: {empty}"

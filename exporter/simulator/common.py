@@ -52,16 +52,22 @@ class Fault:
     status: int = 503
     retry_after: float | None = None
     delay: float = 0.0
-    key: str | None = None  # lone_surrogate: the JSON key whose string values are cut
+    key: str | None = None  # lone_surrogate: the JSON key whose string values are cut; set: the key to set
+    value: Any = None  # set: the new value of every `key` in the answer
 
     # lone_surrogate: the string values of `key` in the real answer (all of
     # them without a key) end with the escape of half a UTF-16 pair
     # (`"...\\ud800"`), as a JavaScript string cut mid-character serialises.
-    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate")
+    # set: every `key` at any depth of the real JSON answer gets `value`, so a
+    # test breaks a vendor's data, not its protocol (a failing k6 threshold:
+    # key "tainted", value true; a NaN Pluto point: key "valueFlag", "NaN").
+    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate", "set")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(self.KINDS)}")
+        if self.kind == "set" and not self.key:
+            raise ValueError("a 'set' fault needs the 'key' whose values it sets")
         re.compile(self.path)
 
 

@@ -5,8 +5,10 @@ serves every source: a source's simulated base URL is `{url}/{prefix}`.
 
 Control endpoints, for tests and demos (JSON):
 
-    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate",
-                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5}
+    POST   /_sim/faults     {"path": "regex",
+                             "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|set",
+                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5,
+                             "key": "tainted", "value": true}
     DELETE /_sim/faults
     GET    /_sim/requests   the last requests received (Authorization redacted), at most REQUEST_LOG
     DELETE /_sim/requests
@@ -215,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in a fake must show as a 500, not a hang
             log.exception("simulator error on %s", split.path)
             response = SimResponse(500, {"error": f"simulator bug: {exc}"})
+        if fault is not None and fault.kind == "set" and not isinstance(response.body, bytes):
+            response.body = _with_key(response.body, fault.key or "", fault.value)
         payload = response.encoded()
         if fault is not None and fault.kind == "malformed":
             payload = b'{"this is": not json' + payload[:20]
@@ -251,3 +255,11 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("simulator: " + format, *args)
 
 
+def _with_key(node: Any, key: str, value: Any) -> Any:
+    """A copy of a decoded JSON document whose every `key` is `value` (a copy:
+    a fake may answer with objects it keeps)."""
+    if isinstance(node, dict):
+        return {name: value if name == key else _with_key(child, key, value) for name, child in node.items()}
+    if isinstance(node, list):
+        return [_with_key(child, key, value) for child in node]
+    return node

@@ -15,6 +15,7 @@ It exports, for example:
     pluto_run_metric_timestamp_seconds{project="research",run_id="4101",…,log_name="train/loss"} 1.77999996e+09
     pluto_run_metric_nonfinite_points_total{project="research",run_id="4101",…,log_name="train/grad_norm"} 3
     pluto_run_request_budget_exhausted_total{project="research",run_id="4101"} 0
+    pluto_run_info{project="research",run_id="4101",run_name="resnet50-baseline",status="RUNNING"} 1
 
 How points are fetched (the doc promises a sample of at most `limit` points;
 the open-source server keeps every ceil(total/limit)-th row of each logName
@@ -68,6 +69,8 @@ Interpretations of the doc:
   window certainly finished within it; older servers send only `createdAt`).
   Paging stops at a short page, at `total`, or at a page that adds no new run
   (a server that ignores `offset`).
+- `pluto_run_info` (status and name) exists for discovered runs only: with
+  `run_ids` the exporter never lists runs, so it does not know their status.
 """
 
 from __future__ import annotations
@@ -237,6 +240,10 @@ NONFINITE = Family(
     "New points of a Pluto run metric whose value was NaN, +Inf or -Inf (valueFlag), "
     "since the exporter followed the run.",
 )
+# Alerting needs the status: a RUNNING run whose newest step is old has stalled.
+RUN_INFO = Family(
+    "pluto_run_info", Kind.GAUGE, "Always 1: a discovered Pluto run's name and status at the last discovery.",
+)
 BUDGET_EXHAUSTED = Family(
     "pluto_run_request_budget_exhausted", Kind.COUNTER,
     "Polls of a Pluto run that stopped at max_requests_per_poll before every new point was fetched.",
@@ -293,6 +300,7 @@ class PlutoSource(Source[PlutoConfig]):
         super().__init__(config, context)
         self._states: dict[str, _RunState] = {}
         self._history: dict[str, tuple[Sample, ...]] = {}
+        self._runs: dict[str, RunItem] = {}  # discovered runs, as last listed
 
     @property
     def complete_at(self) -> int:
@@ -315,7 +323,9 @@ class PlutoSource(Source[PlutoConfig]):
             finished = run.finished_at()
             if finished is not None and now - finished <= window:
                 followed.append(run.id)
-        return [Target(self.name, str(run_id)) for run_id in sorted(set(followed))]
+        kept = set(followed)
+        self._runs = {str(run.id): run for run in runs if run.id in kept}
+        return [Target(self.name, str(run_id)) for run_id in sorted(kept)]
 
     async def poll(self, target: Target) -> list[Sample]:
         run = target.id
@@ -330,6 +340,7 @@ class PlutoSource(Source[PlutoConfig]):
     def forget(self, target: Target) -> None:
         self._states.pop(target.id, None)
         self._history.pop(target.id, None)
+        self._runs.pop(target.id, None)
 
     def history(self, target: Target) -> tuple[Sample, ...]:
         """Every point the last successful poll of `target` found new, as
@@ -488,6 +499,9 @@ class PlutoSource(Source[PlutoConfig]):
             samples.append(Sample(NONFINITE, labels, float(series.nonfinite), created=state.created))
         run_labels = (("project", self.config.project), ("run_id", run))
         samples.append(Sample(BUDGET_EXHAUSTED, run_labels, float(state.budget_exhausted), created=state.created))
+        listed = self._runs.get(run)
+        if listed is not None:
+            samples.append(Sample(RUN_INFO, (*run_labels, ("run_name", listed.name), ("status", listed.status)), 1.0))
         return samples
 
 

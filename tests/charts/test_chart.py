@@ -39,7 +39,8 @@ CONTAINER = "api-metrics-exporter"
 SECRETS_DIR = "/etc/api-metrics-exporter/secrets"
 STATE_DIR = "/var/lib/api-metrics-exporter"
 CONFIG_PATH = "/etc/api-metrics-exporter/exporter.toml"
-CRD_KINDS = {"ServiceMonitor", "PodMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+RULES_FILE = REPO / "monitoring" / "api-metrics-exporter.rules.yml"
 
 
 def package_version() -> str:
@@ -220,9 +221,56 @@ def monitor_schema(kind: str, endpoints_key: str, target_labels_key: str) -> dic
     }
 
 
+# The rule shape of the PrometheusRule CRD (monitoring.coreos.com/v1), structural subset.
+RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
+    "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+    "properties": {
+        "record": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+        "alert": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+        "expr": {"type": "string", "minLength": 1},
+        "for": DURATION,
+        "keep_firing_for": DURATION,
+        "labels": STRMAP,
+        "annotations": STRMAP,
+    },
+}
+PROMETHEUS_RULE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": monitor_schema("PrometheusRule", "x", "y")["properties"]["metadata"],
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "interval": DURATION,
+                            "rules": {"type": "array", "items": RULE},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
 MONITOR_SCHEMAS = {
     "ServiceMonitor": monitor_schema("ServiceMonitor", "endpoints", "targetLabels"),
     "PodMonitor": monitor_schema("PodMonitor", "podMetricsEndpoints", "podTargetLabels"),
+    "PrometheusRule": PROMETHEUS_RULE_SCHEMA,
 }
 
 
@@ -234,6 +282,8 @@ def seconds(duration: str) -> float:
 def validate(obj: dict) -> None:
     if obj["kind"] in CRD_KINDS:
         jsonschema.validate(obj, MONITOR_SCHEMAS[obj["kind"]])
+        if obj["kind"] == "PrometheusRule":
+            return
         key = "endpoints" if obj["kind"] == "ServiceMonitor" else "podMetricsEndpoints"
         for endpoint in obj["spec"][key]:
             if endpoint.get("interval") and endpoint.get("scrapeTimeout"):
@@ -272,7 +322,7 @@ def test_all_features_objects():
     objs = objects(render(load_values(CHART / "ci" / "all-features-values.yaml")))
     kinds = {o["kind"] for o in objs}
     assert kinds == {"ConfigMap", "Secret", "Deployment", "Service", "ServiceAccount", "ServiceMonitor", "PodMonitor",
-                     "NetworkPolicy", "PodDisruptionBudget", "PersistentVolumeClaim"}
+                     "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget", "PersistentVolumeClaim"}
     assert len([o for o in objs if o["kind"] == "ConfigMap"]) == 2  # config + dashboard
 
 
@@ -462,6 +512,11 @@ INVALID_VALUES = {
     "secret as env value": "extraEnv:\n  - {name: APIMETRICS_SOURCES__0__TOKEN, value: abc}\n",
     "bad state type": "state:\n  enabled: true\n  type: hostPath\n",
     "bad secret key": "secrets:\n  'a/b': x\n",
+    "unknown alert": "prometheusRule:\n  alerts:\n    ApiMetricsNoSuchAlert: {for: 5m}\n",
+    "unknown alert parameter": "prometheusRule:\n  alerts:\n    ApiMetricsTargetDown: {threshold: 1}\n",
+    "bad alert for": "prometheusRule:\n  alerts:\n    ApiMetricsTargetDown: {for: soon}\n",
+    "threshold as a string": "prometheusRule:\n  alerts:\n    ApiMetricsBirdFlowRunsFailing: {threshold: high}\n",
+    "bad rule label name": "prometheusRule:\n  additionalRuleLabels: {bad-name: x}\n",
 }
 
 
@@ -687,6 +742,97 @@ def test_dashboard_configmap():
     assert "grafana_dashboard" not in cm["metadata"]["labels"]
     assert cm["metadata"]["namespace"] == "grafana"
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Exporters"}
+
+
+# --- PrometheusRule ---------------------------------------------------------------------------
+
+
+def prometheus_rule(values: dict | None = None) -> dict:
+    obj = one(objects(render({"prometheusRule": {"enabled": True, **(values or {})}})), "PrometheusRule")
+    validate(obj)
+    return obj
+
+
+def rules_by_name(obj: dict) -> dict[str, dict]:
+    return {rule.get("alert") or rule["record"]: rule for group in obj["spec"]["groups"] for rule in group["rules"]}
+
+
+def test_prometheus_rule_groups_equal_the_rules_file():
+    obj = prometheus_rule()
+    assert obj["metadata"]["name"] == FULLNAME and obj["metadata"]["namespace"] == NAMESPACE
+    assert obj["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text())["groups"]
+    assert {g["name"] for g in obj["spec"]["groups"]} == {
+        "api-metrics-exporter.records", "api-metrics-exporter.exporter", "api-metrics-exporter.vendors"}
+
+
+def test_prometheus_rule_overrides():
+    default = rules_by_name(prometheus_rule())
+    obj = prometheus_rule({
+        "namespace": "observability",
+        "labels": {"release": "kube-prometheus-stack"},
+        "annotations": {"example.com/owner": "sre"},
+        "additionalRuleLabels": {"team": "sre", "severity": "ignored: an alert's own labels win"},
+        "runbookBaseUrl": "https://wiki.example.com/runbooks/apimetrics",
+        "alerts": {
+            "ApiMetricsTargetDown": {"for": "30m", "severity": "critical"},
+            "ApiMetricsWhatsAppFlowAvailabilityLow": {"threshold": 0.9},
+            "ApiMetricsPlutoRunStalled": {"threshold": 7200},
+            "ApiMetricsExporterAbsent": {"selector": '{namespace="apps"}'},
+            "ApiMetricsLabelValuesTruncated": {"enabled": False},
+        },
+    })
+    assert obj["metadata"]["namespace"] == "observability"
+    assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert obj["metadata"]["annotations"] == {"example.com/owner": "sre"}
+    rules = rules_by_name(obj)
+    assert set(default) - set(rules) == {"ApiMetricsLabelValuesTruncated"}
+    down = rules["ApiMetricsTargetDown"]
+    assert down["for"] == "30m"
+    assert down["labels"] == {"severity": "critical", "team": "sre"}
+    assert down["annotations"]["runbook_url"] == "https://wiki.example.com/runbooks/apimetrics#apimetricstargetdown"
+    assert down["expr"] == default["ApiMetricsTargetDown"]["expr"]
+    availability = rules["ApiMetricsWhatsAppFlowAvailabilityLow"]
+    assert default["ApiMetricsWhatsAppFlowAvailabilityLow"]["expr"].endswith(" < 0.95")
+    assert availability["expr"] == default["ApiMetricsWhatsAppFlowAvailabilityLow"]["expr"].replace(" < 0.95", " < 0.9")
+    assert availability["for"] == "30m" and availability["labels"] == {"severity": "warning", "team": "sre"}
+    assert "> 7200\n" in rules["ApiMetricsPlutoRunStalled"]["expr"]
+    assert rules["ApiMetricsExporterAbsent"]["expr"] == 'absent(apimetrics_build_info{namespace="apps"})'
+    for name, rule in rules.items():
+        if "record" in rule:
+            assert rule == default[name]
+        else:
+            assert rule["annotations"]["summary"] == default[name]["annotations"]["summary"]
+            assert rule["labels"]["team"] == "sre"
+    # A group whose alerts are all disabled is left out, not rendered empty.
+    groups = prometheus_rule()["spec"]["groups"]
+    vendors = [r["alert"] for g in groups if g["name"].endswith(".vendors") for r in g["rules"]]
+    obj = prometheus_rule({"alerts": {name: {"enabled": False} for name in vendors}})
+    assert [g["name"] for g in obj["spec"]["groups"]] == [g["name"] for g in groups if not g["name"].endswith(".vendors")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("values", [{}, {"alerts": {"ApiMetricsTargetDown": {"for": "1h"},
+                                                    "ApiMetricsBirdFlowRunsFailing": {"threshold": 0.5}},
+                                         "additionalRuleLabels": {"team": "sre"}}], ids=["default", "overridden"])
+def test_promtool_checks_the_rendered_prometheus_rule(values, tmp_path):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: install the Debian package 'prometheus' (make test does)"
+    spec = tmp_path / "spec.yml"
+    spec.write_text(yaml.safe_dump(prometheus_rule(values)["spec"]))
+    result = subprocess.run([promtool, "check", "rules", str(spec)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert lines[0] == f"Checking {spec}" and re.fullmatch(r"SUCCESS: \d+ rules found", lines[1]) and len(lines) == 2
+
+
+def test_alert_overrides_in_the_schema_follow_the_rules():
+    schema = json.loads((CHART / "values.schema.json").read_text())["properties"]["prometheusRule"]["properties"]
+    overrides = schema["alerts"]["properties"]
+    master = yaml.safe_load((CHART / "rules" / "rules.yaml").read_text())
+    alerts = {r["alert"]: r for g in master["groups"] for r in g["rules"] if "alert" in r}
+    assert set(overrides) == set(alerts)
+    for name, rule in alerts.items():
+        assert set(overrides[name]["properties"]) == {"enabled", "for", "severity", *(rule.get("params") or {})}
 
 
 def test_image_reference():

@@ -449,6 +449,33 @@ def test_discovery_follows_running_and_recent_runs_without_restart(simulator: Si
     assert gauge[(("source", "pluto"),)] == 3
 
 
+def test_discovered_runs_export_their_status_and_name(simulator: Simulator, harness: Any) -> None:
+    # pluto_run_info is what the "stalled while RUNNING" alert joins on.
+    h = harness(None)
+    assert h.discover()
+    assert h.poll(4101) and h.poll(4102) and h.poll(4103)
+    info = samples_of(h.text(), "pluto_run_info")
+    assert info == {
+        (("project", PROJECT), ("run_id", "4101"), ("run_name", "resnet50-baseline"), ("status", "RUNNING")): 1,
+        (("project", PROJECT), ("run_id", "4102"), ("run_name", "resnet50-lr-sweep"), ("status", "RUNNING")): 1,
+        (("project", PROJECT), ("run_id", "4103"), ("run_name", "vit-small"), ("status", "COMPLETED")): 1,
+    }
+    # 4102 completes 20 min after the anchor: the next discovery and poll say so.
+    simulator.clock.frozen = fake(simulator).anchor + 25 * 60
+    assert h.discover()
+    assert h.poll(4102)
+    info = samples_of(h.text(), "pluto_run_info")
+    assert info[(("project", PROJECT), ("run_id", "4102"), ("run_name", "resnet50-lr-sweep"), ("status", "COMPLETED"))] == 1
+    assert not [k for k in info if dict(k)["run_id"] == "4102" and dict(k)["status"] == "RUNNING"]
+
+
+def test_named_runs_have_no_status(simulator: Simulator, harness: Any) -> None:
+    h = harness([4101])
+    assert h.poll(4101)
+    assert samples_of(h.text(), "pluto_run_info") == {}
+    assert not [r for r in simulator.requests if r.path.endswith("/api/runs/list")]
+
+
 def test_discovery_failure_keeps_the_known_targets(simulator: Simulator, harness: Any) -> None:
     h = harness(None)
     assert h.discover()
