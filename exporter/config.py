@@ -28,8 +28,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from exporter.configtypes import ListenAddress, SecretFileError, SourceConfigBase, StrictModel
 from exporter.limits import LimitsConfig, ShardingConfig
 from exporter.otlpconfig import OtlpConfig
-from exporter.webauth import BasicAuthConfig, TlsConfig
 from exporter.sources import REGISTRY
+from exporter.web.auth import BasicAuthConfig, TlsConfig
 
 ENV_PREFIX = "APIMETRICS_"
 CONFIG_ENV = "APIMETRICS_CONFIG"

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from exporter.config import ConfigError
 from exporter.web import WebServer
-from exporter.webauth import BasicAuthConfig, TlsConfig
+from exporter.web.auth import BasicAuthConfig, TlsConfig
 from tests.conftest import settings_from
 from tests.test_web import running  # noqa: F401 - the running-app fixture
 
