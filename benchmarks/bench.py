@@ -99,16 +99,26 @@ class StockCollector(Collector):
 
 
 class _View:
+    """The `exporter.web.AppView` of a bare store: /metrics only."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.registry = CollectorRegistry(auto_describe=False)
         self.clock = time.time
+
+    def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
+        from exporter.sinks.prometheus import render
+
+        return render(self.store, self.registry, accept, accept_encoding, self.clock)
 
     def statuses(self) -> list[object]:
         return []
 
     def ready(self) -> bool:
         return True
+
+    def reload_from_thread(self) -> str | None:
+        return "no reload in the benchmark"
 
 
 _RECV_BUFFER: list[bytearray] = []  # allocated by the first scrape: other benchmarks measure RSS

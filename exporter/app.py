@@ -20,7 +20,7 @@ from exporter.runner import Runner, TargetStatus
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import SelfMetrics
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
-from exporter.sinks.prometheus import exposition
+from exporter.sinks.prometheus import exposition, render
 from exporter.errors import PollError
 from exporter.ledgers import Ledgers
 from exporter.limits import shard_of
@@ -114,9 +114,7 @@ class App:
         self.build()
         if self.otlp is not None:
             self.otlp.start()
-        server = self.settings.server
-        self.web = WebServer(server.listen, self, tls=server.tls, basic_auth=server.basic_auth,
-                             lifecycle=server.enable_lifecycle)
+        self.web = WebServer.from_config(self.settings.server, self, registry=self.registry)
         self.web.start()
         log.info("serving /metrics on %s (port %d)", self.settings.server.listen, self.web.port)
         self._scheduler = Scheduler(on_overrun=self._overrun)
@@ -248,7 +246,10 @@ class App:
                 self._schedule(source, wanted[target_id])
         return True
 
-    # --- what the web endpoints read --------------------------------------------
+    # --- what the web endpoints read (exporter.web.AppView) -------------------------
+
+    def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
+        return render(self.store, self.registry, accept, accept_encoding, self.clock)
 
     def statuses(self) -> list[TargetStatus]:
         return list(self.runner.status.values())

@@ -17,9 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry
 
 from exporter.config import ConfigError
-from exporter.web import WebServer
+from exporter.web import ServerLimits, WebServer
 from exporter.web.auth import BasicAuthConfig, TlsConfig
 from tests.conftest import settings_from
 from tests.test_web import running  # noqa: F401 - the running-app fixture
@@ -122,3 +123,26 @@ def test_plain_passwords_are_refused(tmp_path: Path) -> None:
     assert caught.value.lines() == [
         "server.basic_auth.users: user 'prometheus': give a bcrypt hash (htpasswd -nBC 10 user), not a password"
     ]
+
+
+def test_tls_clients_that_stall_are_closed_by_the_read_deadline(running, pki) -> None:  # noqa: F811
+    app, _, _ = running
+    d: Path = pki["dir"]  # type: ignore[assignment]
+    registry = CollectorRegistry()
+    web = WebServer("127.0.0.1:0", app, tls=TlsConfig(cert_file=d / "server.crt", key_file=d / "server.key"),
+                    limits=ServerLimits(read_timeout=1), registry=registry)
+    web.start()
+    context = ssl.create_default_context(cafile=str(d / "ca.crt"))
+    try:
+        with socket.create_connection(("localhost", web.port)) as silent:  # never starts the handshake
+            silent.settimeout(30)
+            assert silent.recv(1) == b""
+        with socket.create_connection(("localhost", web.port)) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as idle:  # handshakes, never asks
+            idle.settimeout(30)
+            assert idle.recv(1) == b""
+        # The deadline spares a scraper.
+        assert httpx.get(f"https://localhost:{web.port}/healthz", verify=context).status_code == 200
+    finally:
+        web.stop()
+    assert registry.get_sample_value("apimetrics_http_connections_rejected_total", {"reason": "read_timeout"}) == 2

@@ -1,222 +1,316 @@
 """The HTTP server: /metrics, /healthz, /readyz, the landing page and POST /-/reload.
 
-A `ThreadingHTTPServer` in its own thread, like prometheus_client's
-`start_http_server`: scrapes never wait for the event loop that polls.
+aiohttp's low-level server on an event loop of its own, in a thread of its
+own, like prometheus_client's `start_http_server`: scrapes never wait for
+the event loop that polls. One thread serves every connection (no thread
+per client); blocking work (a bcrypt check, a reload) goes to a small pool.
+What a client can make it hold is bounded (`ServerLimits`): aiohttp's
+parser bounds each line and the header count, `gate.ConnectionGate` the
+whole request head, its deadline, the TLS handshake and the number of open
+connections. Authentication is decided as soon as the head is parsed,
+before any body is read.
+
+The server knows the application only through `AppView`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import resource
 import socket
-import ssl
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Protocol
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from exporter import __version__
 from exporter.configtypes import split_listen
-from exporter.runner import TargetStatus
-from exporter.sinks.prometheus import render
-from exporter.store import Store
 from exporter.web.auth import BasicAuth, BasicAuthConfig, TlsConfig, TlsContext
+from exporter.web.gate import Gatekeeper, ServerLimits, ServerMetrics
 from exporter.web.pages import landing_page
+
+if TYPE_CHECKING:
+    from exporter.config import ServerConfig
+    from exporter.runner import TargetStatus
 
 log = logging.getLogger(__name__)
 
+# Go's net.Listen uses the kernel's somaxconn; so do we (the kernel caps it).
+BACKLOG = max(128, socket.SOMAXCONN)
+SMALL_PART = 64 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
+TEXT = "text/plain; charset=utf-8"
+SERVER = f"api-metrics-exporter/{__version__}"
+
 
 class AppView(Protocol):
-    """What the endpoints need to know about the running app."""
+    """What the endpoints need from the running application."""
 
-    registry: CollectorRegistry
-    store: Store
-    clock: Callable[[], float]
+    def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
+        """The /metrics body as parts, and its headers (Content-Type, Content-Encoding)."""
+        ...
 
     def statuses(self) -> list[TargetStatus]: ...
 
     def ready(self) -> bool: ...
 
-    def reload_from_thread(self) -> str | None: ...
+    def reload_from_thread(self) -> str | None:
+        """Blocking; the error, or None."""
+        ...
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    tls: TlsContext | None = None
-    auth: BasicAuth | None = None
-    lifecycle: bool = False
+class _ClientErrorLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp logs a malformed request with a traceback at ERROR; it is the
+    client's mistake (a scanner, TLS spoken to a plain port): DEBUG."""
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, address = super().get_request()
-        if self.tls is not None:
-            # The handshake runs in the handler thread (setup), never here in
-            # the accept loop, so a slow client cannot stall other scrapes.
-            sock = self.tls.current().wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A client that hung up (a timed-out poll, a cancelled scrape) is routine.
-        log.debug("connection from %s ended with an error", client_address, exc_info=True)
-    app: AppView
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = f"api-metrics-exporter/{__version__}"
-
-    def setup(self) -> None:
-        if isinstance(self.request, ssl.SSLSocket):
-            self.request.settimeout(10)
-            self.request.do_handshake()
-            self.request.settimeout(None)
-        super().setup()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server API
-        self._dispatch(send_body=True)
-
-    def do_POST(self) -> None:  # noqa: N802
-        path = self.path.split("?", 1)[0]
-        if not self._authorized(path, send_body=True):
-            return
-        if path != "/-/reload":
-            status, body = 404, b"not found\n"
-        elif not self.server.lifecycle:
-            status, body = 403, b"Lifecycle API is not enabled (server.enable_lifecycle).\n"
-        else:
-            error = self.server.app.reload_from_thread()
-            status, body = (200, b"reloaded\n") if error is None else (500, f"reload failed: {error}\n".encode())
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _authorized(self, path: str, send_body: bool) -> bool:
-        auth = self.server.auth
-        if auth is None or not auth.required(path) or auth.check(self.headers.get("Authorization")):
-            return True
-        body = b"unauthorized\n"
-        self.send_response(401)
-        self.send_header("WWW-Authenticate", 'Basic realm="api-metrics-exporter"')
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-        return False
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._dispatch(send_body=False)
-
-    def _dispatch(self, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        if not self._authorized(path, send_body):
-            return
-        if path == "/metrics":
-            self._send_metrics(send_body)
-            return
-        routes: dict[str, Callable[[], tuple[int, bytes, dict[str, str]]]] = {
-            "/healthz": lambda: (200, b"ok\n", {"Content-Type": "text/plain; charset=utf-8"}),
-            "/readyz": self._readyz,
-            "/": self._landing,
-        }
-        route = routes.get(path)
-        if route is None:
-            status, body, headers = 404, b"not found\n", {"Content-Type": "text/plain; charset=utf-8"}
-        else:
-            try:
-                status, body, headers = route()
-            except Exception:  # a broken page must not kill the server thread
-                log.exception("error serving %s", path)
-                status, body, headers = 500, b"internal error\n", {"Content-Type": "text/plain; charset=utf-8"}
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def _send_metrics(self, send_body: bool) -> None:
-        app = self.server.app
-        parts, headers = render(app.store, app.registry, self.headers.get("Accept"),
-                                self.headers.get("Accept-Encoding"), app.clock)
-        self.send_response(200)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(sum(len(p) for p in parts)))
-        self.end_headers()
-        if send_body:
-            send_parts(self.connection, parts)
-
-    def _readyz(self) -> tuple[int, bytes, dict[str, str]]:
-        text = {"Content-Type": "text/plain; charset=utf-8"}
-        if self.server.app.ready():
-            return 200, b"ready\n", text
-        return 503, b"not ready: some targets have not been polled yet\n", text
-
-    def _landing(self) -> tuple[int, bytes, dict[str, str]]:
-        return 200, landing_page(self.server.app.statuses()).encode(), {"Content-Type": "text/html; charset=utf-8"}
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server API
-        log.debug("%s - %s", self.address_string(), format % args)
-
-
-SMALL_PART = 64 * 1024
-BATCH_BYTES = 4 * 1024 * 1024
-
-
-def send_parts(sock: socket.socket, parts: list[bytes]) -> None:
-    """Write the parts from this (handler) thread with blocking sends. Large
-    parts (a family's cached body) go out as they are, never copied into one
-    body; runs of small parts are joined up to a few MiB first, because one
-    syscall per tiny buffer costs more than the copy. (One `sendmsg` of all
-    parts was measured too: 20-30% slower at 100k series, as the reader
-    starts later.)"""
-    batch: list[bytes] = []
-    size = 0
-    for part in parts:
-        if len(part) >= SMALL_PART:
-            if batch:
-                sock.sendall(b"".join(batch))
-                batch, size = [], 0
-            sock.sendall(part)
-            continue
-        batch.append(part)
-        size += len(part)
-        if size >= BATCH_BYTES:
-            sock.sendall(b"".join(batch))
-            batch, size = [], 0
-    if batch:
-        sock.sendall(b"".join(batch))
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        self.debug(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class WebServer:
     def __init__(
         self,
         listen: str,
-        app: AppView,
+        view: AppView,
+        *,
+        limits: ServerLimits | None = None,
         tls: TlsConfig | None = None,
         basic_auth: BasicAuthConfig | None = None,
         lifecycle: bool = False,
+        registry: CollectorRegistry | None = None,
     ) -> None:
-        host, port = split_listen(listen)
-        self._server = _Server((host, port), _Handler)
-        self._server.app = app
-        self._server.tls = TlsContext(tls) if tls is not None else None
-        self._server.auth = BasicAuth(basic_auth) if basic_auth is not None else None
-        self._server.lifecycle = lifecycle
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="http", daemon=True)
+        self.view = view
+        self.limits = limits if limits is not None else ServerLimits()
+        self.lifecycle = lifecycle
+        self.tls = TlsContext(tls) if tls is not None else None
+        self.auth = BasicAuth(basic_auth) if basic_auth is not None else None
+        self.metrics = ServerMetrics(registry)
+        self._sock = _listening_socket(listen)  # bound now: a busy port fails here, and `port` is known
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="http-work")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._keeper: Gatekeeper | None = None
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
+        self._ready = threading.Event()
+        self._error: Exception | None = None
+
+    @classmethod
+    def from_config(cls, config: ServerConfig, view: AppView, registry: CollectorRegistry | None = None) -> WebServer:
+        return cls(config.listen, view, limits=limits_of(config), tls=config.tls, basic_auth=config.basic_auth,
+                   lifecycle=config.enable_lifecycle, registry=registry)
 
     @property
     def port(self) -> int:
-        return self._server.server_address[1]
+        return int(self._sock.getsockname()[1])
 
     def start(self) -> None:
+        _ensure_fd_limit(self.limits.max_connections + 256)
         self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        loop = self._loop
+        if loop is not None and self._thread.is_alive():
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=10)
+        else:
+            self._sock.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- the server thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            server = loop.run_until_complete(self._open())
+        except Exception as exc:  # noqa: BLE001 - any failure to open is reported to start()
+            self._error = exc
+            self._sock.close()
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            server.close()
+            if self._keeper is not None:
+                self._keeper.close_all()
+            loop.run_until_complete(_settle(loop))
+            loop.close()
+
+    async def _open(self) -> asyncio.AbstractServer:
+        limits = self.limits
+        handlers = web.Server(
+            self._handle,
+            keepalive_timeout=limits.idle_timeout,
+            # The gate bounds the whole head; aiohttp's own bounds only back it up.
+            max_line_size=limits.max_header_bytes,
+            max_field_size=limits.max_header_bytes,
+            max_headers=limits.max_headers,
+            lingering_time=0,  # an unread body (POST /-/reload has none) closes the connection
+            access_log=None,
+            logger=_ClientErrorLogger(log, {}),
+        )
+        self._keeper = Gatekeeper(limits, handlers, self.tls, self.metrics)
+        return await asyncio.get_running_loop().create_server(self._keeper, sock=self._sock, backlog=BACKLOG)
+
+    # --- requests -----------------------------------------------------------------
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        gate = self._keeper.gate_of(request.protocol) if self._keeper is not None else None
+        if gate is not None:
+            gate.request_started()
+        try:
+            try:
+                response = await self._route(request)
+            except ConnectionError:
+                raise
+            except Exception:  # a broken page must not take the server down
+                log.exception("error serving %s %s", request.method, request.path)
+                response = _text(500, "internal error\n")
+            # Written here, not by aiohttp after we return, so that the whole
+            # answer is under the gate's write deadline.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        except ConnectionError:  # the client hung up mid-answer: routine
+            log.debug("client %s went away", request.remote)
+            raise
+        finally:
+            if gate is not None:
+                gate.request_finished()
+
+    async def _route(self, request: web.BaseRequest) -> web.StreamResponse:
+        path = request.raw_path.split("?", 1)[0]
+        if not await self._authorized(request, path):
+            response = _text(401, "unauthorized\n")
+            response.headers["WWW-Authenticate"] = 'Basic realm="api-metrics-exporter"'
+            return response
+        if request.method == "POST":
+            return await self._post(path)
+        if request.method not in ("GET", "HEAD"):
+            response = _text(405, "method not allowed\n")
+            response.headers["Allow"] = "GET, HEAD, POST"
+            return response
+        if path == "/metrics":
+            return await self._metrics(request)
+        if path == "/healthz":
+            return _text(200, "ok\n")
+        if path == "/readyz":
+            if self.view.ready():
+                return _text(200, "ready\n")
+            return _text(503, "not ready: some targets have not been polled yet\n")
+        if path == "/":
+            page = landing_page(self.view.statuses()).encode()
+            return web.Response(body=page, headers={"Content-Type": "text/html; charset=utf-8", "Server": SERVER})
+        return _text(404, "not found\n")
+
+    async def _authorized(self, request: web.BaseRequest, path: str) -> bool:
+        auth = self.auth
+        if auth is None or not auth.required(path):
+            return True
+        header = request.headers.get("Authorization")
+        # bcrypt takes milliseconds to a tenth of a second: never on this loop.
+        return await asyncio.get_running_loop().run_in_executor(self._pool, auth.check, header)
+
+    async def _post(self, path: str) -> web.StreamResponse:
+        if path != "/-/reload":
+            return _text(404, "not found\n")
+        if not self.lifecycle:
+            return _text(403, "Lifecycle API is not enabled (server.enable_lifecycle).\n")
+        # The reload runs on the app's loop; this one keeps serving meanwhile.
+        error = await asyncio.get_running_loop().run_in_executor(self._pool, self.view.reload_from_thread)
+        return _text(200, "reloaded\n") if error is None else _text(500, f"reload failed: {error}\n")
+
+    async def _metrics(self, request: web.BaseRequest) -> web.StreamResponse:
+        parts, headers = self.view.metrics_body(request.headers.get("Accept"), request.headers.get("Accept-Encoding"))
+        response = web.StreamResponse(headers={**headers, "Server": SERVER})
+        response.content_length = sum(len(part) for part in parts)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            await write_parts(response, parts)
+        await response.write_eof()
+        return response
+
+
+async def write_parts(response: web.StreamResponse, parts: list[bytes]) -> None:
+    """Write the parts without joining them into one body: a family's cached
+    body (the large parts) goes out as it is, as a memoryview so the
+    transport does not copy the unsent rest of it once more. Runs of small
+    parts are joined up to a few MiB first, because one write per tiny
+    buffer costs more than the copy."""
+    batch: list[bytes] = []
+    size = 0
+    for part in parts:
+        if len(part) >= SMALL_PART:
+            if batch:
+                await response.write(b"".join(batch))
+                batch, size = [], 0
+            await response.write(memoryview(part))
+            continue
+        batch.append(part)
+        size += len(part)
+        if size >= BATCH_BYTES:
+            await response.write(b"".join(batch))
+            batch, size = [], 0
+    if batch:
+        await response.write(b"".join(batch))
+
+
+def limits_of(config: ServerConfig) -> ServerLimits:
+    return ServerLimits(max_connections=config.max_connections, read_timeout=config.read_timeout,
+                        idle_timeout=config.idle_timeout, write_timeout=config.write_timeout,
+                        max_header_bytes=config.max_header_bytes,
+                        max_headers=config.max_headers)
+
+
+def _text(status: int, body: str) -> web.Response:
+    return web.Response(status=status, body=body.encode(), headers={"Content-Type": TEXT, "Server": SERVER})
+
+
+def _listening_socket(listen: str) -> socket.socket:
+    host, port = split_listen(listen)
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                         flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _ensure_fd_limit(needed: int) -> None:
+    """Raise the soft limit on open files so `max_connections` fit (as the Go
+    runtime raises it to the hard limit at start): at the limit, accept()
+    fails and every client is turned away, the scraper too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(hard, needed)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        target = soft
+        log.debug("cannot raise the open-file limit: %s", exc)
+    if target < needed:
+        log.warning("the open-file limit (%d) is below server.max_connections plus the exporter's own files (%d)",
+                    target, needed)
+
+
+async def _settle(loop: asyncio.AbstractEventLoop) -> None:
+    """Let the aborted connections' callbacks run, then end what is left."""
+    await asyncio.sleep(0)
+    tasks = [task for task in asyncio.all_tasks(loop) if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
