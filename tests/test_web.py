@@ -158,3 +158,21 @@ def test_a_client_that_stops_reading_is_cut_off() -> None:
         assert httpx.get(f"http://127.0.0.1:{web.port}/healthz", timeout=10).status_code == 200
     finally:
         web.stop()
+
+
+def test_kept_alive_connections_are_closed_when_idle() -> None:
+    web = WebServer("127.0.0.1:0", FakeView([b"up 1\n"]), limits=ServerLimits(read_timeout=60, idle_timeout=1))
+    web.start()
+    try:
+        with socket.create_connection(("127.0.0.1", web.port), timeout=30) as sock:
+            for _ in range(2):  # kept alive between requests…
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer = b""
+                while not answer.endswith(b"\r\n\r\nok\n"):
+                    answer += sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # …and closed once idle, long before read_timeout
+            assert time.monotonic() - started < 30
+    finally:
+        web.stop()
