@@ -116,6 +116,9 @@ class _View:
     def ready(self) -> bool:
         return True
 
+    def reload_from_thread(self) -> str | None:
+        return "no reload in the benchmark"
+
 
 _RECV_BUFFER: list[bytearray] = []  # allocated by the first scrape: other benchmarks measure RSS
 

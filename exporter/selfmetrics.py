@@ -111,6 +111,13 @@ SELF_METRICS: tuple[SelfMetric, ...] = (
     _row("apimetrics_config_last_reload_success_timestamp_seconds", G,
          "Unix time of the last successful config (re)load.", P),
     _row("apimetrics_shard_info", G, "This replica's shard; always 1.", P, ("index", "total")),
+    # The HTTP server (exporter/web/gate.py).
+    _row("apimetrics_http_connections_rejected", C,
+         "HTTP connections the server closed on a limit: max_connections reached, a request head over "
+         "the size limits or not complete within read_timeout, an answer not taken within write_timeout.", P,
+         ("reason",)),
+    _row("apimetrics_http_open_connections", G, "HTTP connections open now, TLS handshakes in progress included.",
+         P),
 )
 _BY_NAME = {row.family.name: row for row in SELF_METRICS}
 
@@ -217,16 +224,26 @@ class ProcessMetrics:
             self.otlp_dropped_points.labels(reason)
 
     def _gauge(self, name: str) -> Gauge:
-        row = _process_row(name, Kind.GAUGE)
-        return Gauge(name, row.family.help, row.labels, registry=self.registry)
+        return process_gauge(name, self.registry)
 
     def _counter(self, name: str) -> Counter:
-        row = _process_row(name, Kind.COUNTER)
-        return Counter(name, row.family.help, row.labels, registry=self.registry)
+        return process_counter(name, self.registry)
 
     def _histogram(self, name: str) -> Histogram:
         row = _process_row(name, Kind.HISTOGRAM)
         return Histogram(name, row.family.help, row.labels, buckets=row.buckets, registry=self.registry)
+
+
+def process_gauge(name: str, registry: CollectorRegistry) -> Gauge:
+    """The process-wide gauge `name` of SELF_METRICS, on `registry`."""
+    row = _process_row(name, Kind.GAUGE)
+    return Gauge(name, row.family.help, row.labels, registry=registry)
+
+
+def process_counter(name: str, registry: CollectorRegistry) -> Counter:
+    """The process-wide counter `name` (without `_total`) of SELF_METRICS, on `registry`."""
+    row = _process_row(name, Kind.COUNTER)
+    return Counter(name, row.family.help, row.labels, registry=registry)
 
 
 def _process_row(name: str, kind: Kind) -> SelfMetric:

@@ -126,8 +126,7 @@ class App:
         if self.otlp is not None:
             self.otlp.start()
         server = self.settings.server
-        self.web = WebServer(server.listen, self, tls=server.tls, basic_auth=server.basic_auth,
-                             lifecycle=server.enable_lifecycle)
+        self.web = WebServer.from_config(server, self, registry=self.registry)
         self.web.start()
         log.info("serving /metrics on %s (port %d)", server.listen, self.web.port)
         self.poller = self.target_set.poller = Poller()

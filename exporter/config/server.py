@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from exporter.config.types import ListenAddress, StrictModel
+from exporter.config.types import Duration, ListenAddress, StrictModel
 
 TLS_VERSIONS = {"TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
@@ -45,3 +45,17 @@ class ServerConfig(StrictModel):
     # Reload when the config file changes, checked every few seconds. Follows
     # symlinks, so a Kubernetes ConfigMap update (an atomic symlink swap) counts.
     watch_config: bool = False
+    # What one client can make the server hold. Prometheus' flag names where
+    # it has one (--web.max-connections, --web.read-timeout), else Go's
+    # http.Server field names (IdleTimeout, MaxHeaderBytes).
+    max_connections: int = Field(default=1024, ge=1)
+    # TLS handshake plus the request head, from the connection's start (or
+    # from the first byte of a later request on a kept-alive connection).
+    read_timeout: Duration = 10.0
+    # A kept-alive connection with no request in progress is closed after this.
+    idle_timeout: Duration = 75.0
+    # The answer must be written (read by the client) within this of the head's end.
+    write_timeout: Duration = 120.0
+    # Request line plus every header, in bytes; and the number of headers.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=1)

@@ -8,6 +8,8 @@ exporter-toolkit web config.
   The check is constant-time: an unknown user is checked against a dummy hash
   so the answer takes as long, and a successful check is cached (bcrypt is
   slow by design) under a keyed digest compared with `hmac.compare_digest`.
+  Passwords longer than bcrypt's 72 bytes are compared by their first 72
+  bytes, as htpasswd hashed them; the scheme name is case-insensitive.
   `/healthz` and `/readyz` stay open by default so kubelet probes work.
 """
 
@@ -24,6 +26,9 @@ import threading
 from exporter.config.server import TLS_VERSIONS, BasicAuthConfig, TlsConfig
 
 log = logging.getLogger(__name__)
+
+BCRYPT_MAX_PASSWORD = 72
+
 
 class TlsContext:
     """An SSLContext rebuilt whenever the certificate or key file changes."""
@@ -60,6 +65,13 @@ class TlsContext:
 
 
 class BasicAuth:
+    """`Authorization: Basic` checked against bcrypt hashes, constant-time.
+
+    `cached()` is the fast path the server runs inline: credentials that
+    passed bcrypt once are remembered as a keyed digest. `check()` runs
+    bcrypt (milliseconds to a tenth of a second by cost), so the server calls
+    it off its event loop."""
+
     def __init__(self, config: BasicAuthConfig) -> None:
         import bcrypt
 
@@ -75,23 +87,57 @@ class BasicAuth:
     def required(self, path: str) -> bool:
         return path not in self.config.unauthenticated_paths
 
+    def cached(self, header: str | None) -> bool:
+        """True when these exact credentials passed `check` before."""
+        credentials = parse_basic(header)
+        if credentials is None:
+            return False
+        digest = self._digest(*credentials)
+        with self._lock:
+            return any(hmac.compare_digest(digest, known) for known in self._verified)
+
     def check(self, header: str | None) -> bool:
+        """The full check: bcrypt, slow by design. Never raises on client input."""
         import bcrypt
 
-        if not header or not header.startswith("Basic "):
+        credentials = parse_basic(header)
+        if credentials is None:
             return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        digest = hmac.new(self._key, f"{user}\x00{password}".encode(), hashlib.sha256).digest()
+        user, password = credentials
+        digest = self._digest(user, password)
         with self._lock:
-            cached = any(hmac.compare_digest(digest, known) for known in self._verified)
-        if cached:
-            return True
+            if any(hmac.compare_digest(digest, known) for known in self._verified):
+                return True
         hashed = self.config.users.get(user)
-        ok = bcrypt.checkpw(password.encode(), hashed.encode() if hashed else self._dummy)
+        # bcrypt reads at most 72 bytes of a password: htpasswd and OpenBSD's
+        # bcrypt hash a longer one by its first 72 bytes, so a longer password
+        # is compared the same way, truncated (pyca/bcrypt 5 raises instead,
+        # which used to drop the connection without an answer).
+        try:
+            ok = bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed.encode() if hashed else self._dummy)
+        except ValueError:  # a malformed stored hash cannot pass the config check; be safe anyway
+            ok = False
         if ok and hashed is not None:
             with self._lock:
                 self._verified.add(digest)
         return ok and hashed is not None
+
+    def _digest(self, user: str, password: bytes) -> bytes:
+        return hmac.new(self._key, user.encode() + b"\x00" + password, hashlib.sha256).digest()
+
+
+def parse_basic(header: str | None) -> tuple[str, bytes] | None:
+    """(user, password) from `Basic <base64>`; the scheme is case-insensitive
+    (RFC 7617 via RFC 9110 11.1). None when the header is not usable."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        if not sep:
+            return None
+        return user.decode(), password
+    except (ValueError, UnicodeDecodeError):
+        return None
