@@ -167,10 +167,10 @@ class ExporterProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        if self.proc.stdout is None:
-            return ""
-        with self.proc.stdout:
-            return self.proc.stdout.read()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            with self.proc.stdout:
+                self._output = self.proc.stdout.read()
+        return getattr(self, "_output", "")
 
 
 _ALERTING_STACKS: list[object] = []

@@ -383,7 +383,7 @@ def test_dockerignore_matcher() -> None:
 def test_build_context_has_what_the_build_needs(stages: list[Stage]) -> None:
     patterns = dockerignore_patterns()
     kept = {p for p in checkout_files() if not is_ignored(p, patterns)}
-    for needed in ("pyproject.toml", "exporter/__init__.py", "exporter/cli.py", "exporter.toml"):
+    for needed in ("pyproject.toml", "exporter/__init__.py", "exporter/cli/__init__.py", "exporter.toml"):
         assert needed in kept, f"{needed} is not in the build context"
     readme = pyproject()["project"].get("readme")
     if isinstance(readme, str):
