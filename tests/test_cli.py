@@ -53,7 +53,7 @@ def test_check_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
 
 def test_once_prints_exposition_and_exits_0(simulator: Simulator, tmp_path: Path) -> None:
     config = write_config(tmp_path, k6_config(simulator, [103054]))
-    result = cli("once", "--config", str(config))
+    result = cli("once", "--config", str(config), "--self-metrics")
     assert result.returncode == 0, result.stderr
     names = {m.name for m in text_string_to_metric_families(result.stdout)}
     assert {"k6_http_req_duration_seconds", "k6_cloud_threshold_failed", "apimetrics_target_up"} <= names
@@ -62,7 +62,7 @@ def test_once_prints_exposition_and_exits_0(simulator: Simulator, tmp_path: Path
 def test_once_exits_1_when_a_target_fails(simulator: Simulator, tmp_path: Path) -> None:
     simulator.inject(Fault(path="test_run_id=103055", kind="status", status=500, times=100))
     config = write_config(tmp_path, k6_config(simulator, [103054, 103055]))
-    result = cli("once", "--config", str(config))
+    result = cli("once", "--config", str(config), "--self-metrics")
     assert result.returncode == 1
     assert 'apimetrics_target_up{source="k6",target="103054"} 1.0' in result.stdout
     assert 'apimetrics_target_up{source="k6",target="103055"} 0.0' in result.stdout

@@ -297,7 +297,7 @@ def test_queries_select_series_the_exporter_exposes(tmp_path):
     config.write_text((REPO / "exporter.toml").read_text() + OTLP_ON)
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("APIMETRICS_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    result = subprocess.run([sys.executable, "-m", "exporter", "once", "--config", str(config)],
+    result = subprocess.run([sys.executable, "-m", "exporter", "once", "--config", str(config), "--self-metrics"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     labels_by_sample: dict[str, set[str]] = {}

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app.reload import plan_reload
 from exporter.app.settings import Settings
-from exporter.app.targets import Targets
+from exporter.app.targets import SourceBuildError, Targets
 from exporter.config.load import ConfigError
 from exporter.ledger.registry import Ledgers
 from exporter.model import Sink
@@ -118,6 +118,8 @@ class App:
         """Create every source and the targets its config names."""
         for config in self.settings.sources:
             self.target_set.add_source(config, self.settings.uses_simulator(config))
+            log.info("source %s (%s): %s", config.name, config.type, self.settings.endpoint(config),
+                     extra={"source": config.name})
         log.info("%d source(s), %d target(s) configured", len(self.sources), len(self.targets))
 
     async def start(self) -> None:
@@ -187,28 +189,46 @@ class App:
                 freeze_startup_heap()
 
     async def _reload(self) -> str | None:
+        """All or nothing: the new config is validated and every new or
+        changed source is built before anything running is touched."""
         from exporter.app.settings import load_settings
 
         try:
             new = load_settings(self.config_path)
         except ConfigError as exc:
-            self.metrics.reload_success.set(0)
-            log.error("config reload failed, the previous config keeps running: %s", exc)
-            return str(exc)
+            return self._reload_failed(str(exc))
         plan = plan_reload(self.settings, new, self.sources)
+        built: list[AnySource] = []
+        try:
+            for config in plan.start:
+                # The file as written decides who serves a source; [simulator]
+                # itself waits for a restart, so a source it would serve fails here.
+                built.append(self.target_set.make_source(config, new.uses_simulator(config)))
+        except Exception as exc:  # any failure to build leaves the running config as it is
+            for source in built:
+                await source.aclose()
+            if not isinstance(exc, SourceBuildError):
+                log.error("config reload: building a source failed", exc_info=exc)
+                return self._reload_failed(f"a source cannot be built ({type(exc).__name__}; see the log)")
+            return self._reload_failed(str(exc))
         if plan.waiting:
             log.warning("config reload: changes to %s take effect only after a restart", ", ".join(plan.waiting))
-        for source in plan.stop:
-            await self.target_set.remove_source(source)
+        for old in plan.stop:
+            await self.target_set.remove_source(old)
         self.settings = plan.settings
-        for config in plan.start:
-            source = self.target_set.add_source(config, self.settings.uses_simulator(config))
+        for source in built:
+            self.target_set.adopt(source)
             if self.poller is not None:
                 await self.target_set.start_source(source)
         self.metrics.reload_success.set(1)
         self.metrics.reload_timestamp.set(self.clock())
         log.info("config reloaded: %d source(s), %d target(s)", len(self.sources), len(self.targets))
         return None
+
+    def _reload_failed(self, error: str) -> str:
+        self.metrics.reload_success.set(0)
+        log.error("config reload failed, the previous config keeps running: %s", error)
+        return error
 
     def reload_from_thread(self, timeout: float = 60.0) -> str | None:
         """For the HTTP thread (`POST /-/reload`): run reload() on the event loop."""

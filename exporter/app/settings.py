@@ -19,23 +19,29 @@ from exporter.config.limits import LimitsConfig, ShardingConfig
 from exporter.config.load import ConfigError, format_validation_error, read_document
 from exporter.config.server import ServerConfig
 from exporter.config.source import SourceConfigBase
-from exporter.config.types import ListenAddress, SecretFileError, StrictModel
+from exporter.config.types import FieldError, ListenAddress, StrictModel
 from exporter.sinks.otlp.config import OtlpConfig
 from exporter.sources import REGISTRY
 
 
 class SimulatorConfig(StrictModel):
-    """The built-in fake of every vendor API; sources without `base_url` use it."""
+    """`[simulator]`: the built-in fake of every vendor API. It serves only the
+    sources with neither a credential nor a `base_url`: it never receives a
+    credential."""
 
-    enabled: bool = False
-    listen: ListenAddress = "127.0.0.1:0"
-    seed: int = 1
-    # Freeze the simulator's clock (epoch seconds) for reproducible output.
-    freeze_time: float | None = None
+    enabled: bool = Field(default=False, description="start the built-in simulator; it serves the sources that "
+                                                     "set neither a credential nor base_url")
+    listen: ListenAddress = Field(default="127.0.0.1:0", description="the simulator's own address (port 0: any)")
+    seed: int = Field(default=1, description="its data is deterministic from the seed")
+    freeze_time: float | None = Field(default=None, description="freeze the simulator's clock at this instant "
+                                                                "(epoch seconds) for reproducible output")
 
 
 class StateConfig(StrictModel):
-    dir: Path | None = None
+    """`[state]`: where counters built from per-period counts survive restarts."""
+
+    dir: Path | None = Field(default=None, description="directory of the period ledgers' state files; without "
+                                                       "it a restart resets those counters")
 
 
 def _source_union() -> Any:
@@ -52,15 +58,19 @@ else:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    """exporter.toml: the configuration of api-metrics-exporter (docs/configuration.md)."""
 
-    server: ServerConfig = ServerConfig()
-    simulator: SimulatorConfig = SimulatorConfig()
-    state: StateConfig = StateConfig()
-    otlp: OtlpConfig = OtlpConfig()
-    limits: LimitsConfig = LimitsConfig()
-    sharding: ShardingConfig = ShardingConfig()
-    sources: list[SourceConfig] = Field(default_factory=list)
+    # The loader refuses a config without sources (semantic_problems); so does the schema.
+    model_config = SettingsConfigDict(extra="forbid", frozen=True, json_schema_extra={"required": ["sources"]})
+
+    server: ServerConfig = Field(default=ServerConfig(), description="where and how /metrics is served")
+    simulator: SimulatorConfig = Field(default=SimulatorConfig(), description="the built-in vendor API simulator")
+    state: StateConfig = Field(default=StateConfig(), description="counter state across restarts")
+    otlp: OtlpConfig = Field(default=OtlpConfig(), description="push polled points over OTLP")
+    limits: LimitsConfig = Field(default=LimitsConfig(), description="caps over every target together")
+    sharding: ShardingConfig = Field(default=ShardingConfig(), description="split the targets over replicas")
+    sources: list[SourceConfig] = Field(default_factory=list, json_schema_extra={"minItems": 1},
+                                        description="the vendor APIs polled, one [[sources]] table each")
 
     @classmethod
     def settings_customise_sources(
@@ -77,27 +87,42 @@ class Settings(BaseSettings):
         return (init_settings,)
 
     def uses_simulator(self, source: SourceConfigBase) -> bool:
-        return self.simulator.enabled and source.base_url is None
+        """Whether the built-in simulator serves the source: only when it is
+        enabled and the source sets neither a credential nor a `base_url`, so
+        that a real credential never reaches the simulator."""
+        return self.simulator.enabled and source.base_url is None and source.secret() is None
+
+    def endpoint(self, source: SourceConfigBase) -> str:
+        """`simulator`, or the URL the source's requests go to."""
+        if self.uses_simulator(source):
+            return SIMULATOR
+        return source.base_url or REGISTRY[source.type].default_base_url
+
+
+SIMULATOR = "simulator"
 
 
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read, merge and validate; raise ConfigError listing every problem."""
-    merged = read_document(path, os.environ if environ is None else environ)
+    document = read_document(path, os.environ if environ is None else environ)
     try:
-        settings = Settings(**merged)
+        settings = Settings(**document.data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, REGISTRY)) from None
-    except SecretFileError as exc:  # pragma: no cover - pydantic wraps it; kept for safety
+        raise ConfigError(document.explain(format_validation_error(exc, REGISTRY, Settings))) from None
+    except FieldError as exc:  # pragma: no cover - pydantic wraps it; kept for safety
         raise ConfigError([(exc.field, str(exc))]) from None
     problems = semantic_problems(settings)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(document.explain(problems))
     return settings
 
 
 def semantic_problems(settings: Settings) -> list[tuple[str, str]]:
     """Checks that span several keys."""
     problems: list[tuple[str, str]] = []
+    if not settings.sources:
+        problems.append(("sources", "no sources: add at least one [[sources]] table "
+                                    "(`api-metrics-exporter sample-config TYPE` prints one)"))
     try:
         settings.sharding.resolved_index()
     except ValueError as exc:
@@ -111,7 +136,7 @@ def semantic_problems(settings: Settings) -> list[tuple[str, str]]:
         seen.setdefault(source.name, index)
         if not settings.uses_simulator(source) and source.secret() is None and source.secret_fields:
             field = source.secret_fields[0]
-            problems.append(
-                (f"{where}.{field}", f"required (or {field}_file) unless the built-in simulator serves this source")
-            )
+            problems.append((f"{where}.{field}", f"required (or {field}_file): the source is served by "
+                             f"{settings.endpoint(source)}. The built-in simulator ([simulator] enabled = true) "
+                             "serves only sources that set neither a credential nor base_url"))
     return problems

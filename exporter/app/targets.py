@@ -29,6 +29,10 @@ from exporter.sources.kit.http import HttpClient
 log = logging.getLogger(__name__)
 
 
+class SourceBuildError(Exception):
+    """A source that the config describes but that cannot be built here."""
+
+
 class Targets:
     def __init__(
         self,
@@ -54,7 +58,10 @@ class Targets:
 
     def add_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
         """Build the source and add the targets its config names."""
-        source = self._make_source(config, served_by_simulator)
+        return self.adopt(self.make_source(config, served_by_simulator))
+
+    def adopt(self, source: AnySource) -> AnySource:
+        """Add a source built by make_source, and the targets its config names."""
         self.sources.append(source)
         for target in source.targets():
             self._add(source, target)
@@ -84,15 +91,21 @@ class Targets:
         for source in self.sources:
             await source.aclose()
 
-    def _make_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
+    def make_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
+        """The source with its HTTP client, not yet added: raises SourceBuildError
+        when it cannot be built (nothing is changed then)."""
         cls = REGISTRY[config.type]
         secret = config.secret()
         token = secret.get_secret_value() if secret is not None else None
         if served_by_simulator:
             if self.simulator_url is None:
-                raise RuntimeError(f"source {config.name!r} needs the simulator, which is not running")
+                raise SourceBuildError(f"source {config.name!r} has neither a credential nor base_url, so the "
+                                       "built-in simulator would serve it, and it is not running ([simulator] "
+                                       "is read only at start)")
+            if token is not None:  # the rule of Settings.uses_simulator; never send a credential there
+                raise SourceBuildError(f"source {config.name!r} has a credential: not sent to the simulator")
             base_url = f"{self.simulator_url}/{cls.simulator_prefix}"
-            token = token if token is not None else SIMULATOR_TOKEN
+            token = SIMULATOR_TOKEN
         else:
             base_url = config.base_url or cls.default_base_url
         headers = {}

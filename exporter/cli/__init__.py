@@ -1,4 +1,5 @@
-"""Command line: `run` (default) | `check` | `once` | `simulate`, and `--version`.
+"""Command line: `run` (default) | `check` | `once` | `simulate` |
+`config-schema` | `sample-config`, and `--version`.
 
 One module per command; this one parses the arguments, loads the config
 (an invalid one prints every problem and exits 2) and dispatches.
@@ -20,9 +21,12 @@ from exporter.app.settings import load_settings
 from exporter.cli.check import targets_table
 from exporter.cli.common import EXIT_CONFIG, EXIT_OK
 from exporter.cli.run import run, simulator_for
+from exporter.cli.sample import sample_config
+from exporter.cli.schema import config_schema
 from exporter.cli.simulate import simulate
 from exporter.config.load import ConfigError, resolve_config_path
 from exporter.logs import setup_logging
+from exporter.sources import REGISTRY
 
 __all__ = ["main", "simulator_for"]
 
@@ -41,7 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", parents=[common], help="run the exporter (default)")
     commands.add_parser("check", parents=[common], help="validate the config and list sources and targets")
-    commands.add_parser("once", parents=[common], help="poll every target once and print the exposition")
+    once = commands.add_parser("once", parents=[common],
+                               help="poll the targets once, print their series and a summary per target")
+    once.add_argument("--source", action="append", default=[], metavar="NAME",
+                      help="poll only this source (repeatable)")
+    once.add_argument("--target", action="append", default=[], metavar="ID",
+                      help="poll only this target id, or SOURCE/ID (repeatable)")
+    once.add_argument("--self-metrics", action="store_true", help="also print the apimetrics_* self-metrics")
+    commands.add_parser("config-schema", parents=[common], help="print the JSON Schema of exporter.toml")
+    sample = commands.add_parser("sample-config", parents=[common],
+                                 help="print a commented example config for one source type")
+    sample.add_argument("source_type", metavar="TYPE", choices=list(REGISTRY), help=", ".join(REGISTRY))
     simulate = commands.add_parser("simulate", parents=[common], help="run only the vendor API simulator")
     simulate.add_argument("--listen", default="127.0.0.1:9688", help="host:port (default 127.0.0.1:9688)")
     simulate.add_argument("--seed", type=int, default=1)
@@ -65,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command or "run"
     if command == "simulate":
         return simulate(args)
+    if command == "config-schema":
+        return config_schema()
+    if command == "sample-config":
+        return sample_config(args.source_type)
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -78,5 +96,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "once":
         from exporter.cli.once import once
 
-        return asyncio.run(once(settings))
+        return asyncio.run(once(settings, args.source, args.target, args.self_metrics, args.log_format == "json"))
     return asyncio.run(run(settings, str(resolve_config_path(args.config, os.environ))))

@@ -20,8 +20,8 @@ from exporter.config.types import StrictModel
 class LimitsConfig(StrictModel):
     """`[limits]`: caps over every target together."""
 
-    max_series: int = Field(default=100_000, ge=1)
-    max_label_bytes: int = Field(default=1024, ge=16)
+    max_series: int = Field(default=100_000, ge=1, description="series all targets together may export")
+    max_label_bytes: int = Field(default=1024, ge=16, description="longer label values are cut (UTF-8 safe)")
 
 
 class ShardingConfig(StrictModel):
@@ -30,9 +30,10 @@ class ShardingConfig(StrictModel):
     `index_from_hostname = true` takes the index from the trailing number of
     the host name (a StatefulSet pod `api-metrics-exporter-2` is shard 2)."""
 
-    total: int = Field(default=1, ge=1)
-    index: int = Field(default=0, ge=0)
-    index_from_hostname: bool = False
+    total: int = Field(default=1, ge=1, description="number of shards")
+    index: int = Field(default=0, ge=0, description="this replica's shard, below total")
+    index_from_hostname: bool = Field(default=False, description="take the index from the host name's trailing "
+                                                                 "number (StatefulSet pod ...-2 is shard 2)")
 
     @model_validator(mode="after")
     def _index_in_range(self) -> ShardingConfig:

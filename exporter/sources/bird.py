@@ -26,7 +26,7 @@ Readings of the doc:
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, NotRequired
+from typing import Annotated, Any, ClassVar, Literal, NotRequired
 
 from pydantic import Field, SecretStr, TypeAdapter, field_validator
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
@@ -50,13 +50,17 @@ UNKNOWN_STATUS = "unknown"
 class BirdFlowRunsConfig(SourceConfigBase):
     """`type = "bird_flow_runs"`: one target per flow."""
 
-    type: Literal["bird_flow_runs"]
-    access_key: SecretStr | None = None
-    workspace_id: str = Field(min_length=1)
-    flow_ids: list[str] = Field(min_length=1)
-    period_group: Literal["minute", "hour", "day", "month"] = "hour"
+    sample: ClassVar[dict[str, Any]] = {"workspace_id": "demo-workspace", "flow_ids": ["welcome-flow", "order-updates"]}
+
+    type: Literal["bird_flow_runs"] = Field(description="Bird flow-run counts")
+    access_key: SecretStr | None = Field(default=None,
+                                         description="access key, sent as `Authorization: AccessKey <key>`")
+    workspace_id: str = Field(min_length=1, description="the workspace the flows belong to")
+    flow_ids: list[str] = Field(min_length=1, description="flows to follow; each is one target")
+    period_group: Literal["minute", "hour", "day", "month"] = Field(
+        default="hour", description="period of the counts asked (calendar months, UTC)")
     lookback: int = Field(default=3, ge=1, le=100_000, description="complete periods re-read by every poll")
-    group_by_status: bool = True
+    group_by_status: bool = Field(default=True, description="one series per flow-run status; false: one per flow")
 
     @field_validator("flow_ids")
     @classmethod

@@ -89,15 +89,19 @@ SCALE_BY_CONTAINS = {"time": 0.001}
 class K6CloudConfig(SourceConfigBase):
     """`type = "k6_cloud"`: one target per test run."""
 
-    type: Literal["k6_cloud"]
-    token: SecretStr | None = None
-    test_run_ids: list[PositiveInt] = Field(min_length=1)
-    # Statistics asked per metric type; a type left out keeps its default.
+    sample: ClassVar[dict[str, Any]] = {"test_run_ids": [103054, 103055]}
+
+    type: Literal["k6_cloud"] = Field(description="k6 Cloud test runs (REST v2)")
+    token: SecretStr | None = Field(default=None, description="API token, sent as `Authorization: Token <token>`")
+    test_run_ids: list[PositiveInt] = Field(min_length=1, description="test runs to follow; each is one target")
     stats: dict[Literal["trend", "counter", "rate", "gauge"], list[str]] = Field(
-        default_factory=lambda: dict(DEFAULT_STATS)  # type: ignore[arg-type]  # the keys are those literals
+        default_factory=lambda: dict(DEFAULT_STATS),  # type: ignore[arg-type]  # the keys are those literals
+        description="series statistics asked per metric type; a type left out keeps its default. Allowed: trend "
+                    "avg min max mean median std 0.75 0.9 0.95 0.99 0.999 0.9999, counter count rps, rate rate, "
+                    "gauge value",
     )
-    page_size: int = Field(default=100, ge=1, le=1000)
-    series_batch_size: int = Field(default=20, ge=1, le=500)
+    page_size: int = Field(default=100, ge=1, le=1000, description="page size when listing a run's metrics")
+    series_batch_size: int = Field(default=20, ge=1, le=500, description="metric ids per series request")
 
     @field_validator("stats")
     @classmethod

@@ -101,16 +101,26 @@ MAX_LIST_PAGES = 100  # 20,000 runs; beyond that discovery logs and uses what it
 class PlutoConfig(SourceConfigBase):
     """`type = "pluto"`: one target per run, named or discovered."""
 
-    type: Literal["pluto"]
-    api_key: SecretStr | None = None
-    project: str = Field(min_length=1)
-    run_ids: list[PositiveInt] | None = Field(default=None, min_length=1)
-    discover_runs: bool = False
-    discover_finished_within: Duration = 3600.0
-    log_group: str | None = Field(default=None, min_length=1)
-    log_names: list[str] | None = Field(default=None, min_length=1)
-    limit: int = Field(default=2000, ge=1, le=10_000)
-    max_requests_per_poll: int = Field(default=50, ge=1, le=10_000)
+    sample: ClassVar[dict[str, Any]] = {"project": "research", "run_ids": [4101, 4105]}
+
+    type: Literal["pluto"] = Field(description="Pluto (mlop) training runs")
+    api_key: SecretStr | None = Field(default=None, description="API key, sent as `Authorization: Bearer <key>`")
+    project: str = Field(min_length=1, description="the project (projectName)")
+    run_ids: list[PositiveInt] | None = Field(
+        default=None, min_length=1, description="runs to follow, each one target; give this or discover_runs")
+    discover_runs: bool = Field(
+        default=False, description="follow every RUNNING run of the project and those finished within "
+                                   "discover_finished_within, listed every interval")
+    discover_finished_within: Duration = Field(
+        default=3600.0, description="how long a finished run is still followed (discover_runs)")
+    log_group: str | None = Field(default=None, min_length=1, examples=["train"],
+                                  description="only metrics of this group (logGroup); default: all")
+    log_names: list[str] | None = Field(default=None, min_length=1, examples=[["train/loss", "val/loss"]],
+                                        description="only these metrics (logName), one request each per poll")
+    limit: int = Field(default=2000, ge=1, le=10_000, description="points per metric per request; keep it above "
+                                                                  "twice the points a metric gains per interval")
+    max_requests_per_poll: int = Field(default=50, ge=1, le=10_000,
+                                       description="bound on the requests of one poll of one run")
 
     @model_validator(mode="after")
     def _runs_named_once(self) -> PlutoConfig:

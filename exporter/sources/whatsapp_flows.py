@@ -133,14 +133,23 @@ def _upper(value: Any) -> Any:
 class WhatsAppFlowsConfig(SourceConfigBase):
     """`type = "whatsapp_flows"`: one target per flow."""
 
-    type: Literal["whatsapp_flows"]
-    access_token: SecretStr | None = None
+    sample: ClassVar[dict[str, Any]] = {"flow_ids": ["1234567890123456", "2345678901234567"]}
+
+    type: Literal["whatsapp_flows"] = Field(description="WhatsApp Flows endpoint metrics (Graph API)")
+    access_token: SecretStr | None = Field(
+        default=None, description="system-user (or app) access token, sent as `Authorization: Bearer <token>`")
     api_version: str = Field(default=DEFAULT_API_VERSION, pattern=r"^v\d+\.\d+$",
                              description="Graph API version, e.g. v25.0")
-    flow_ids: list[Annotated[str, Field(pattern=r"^\d+$")]] = Field(min_length=1)
-    granularity: Annotated[Literal["HOUR", "DAY", "LIFETIME"], BeforeValidator(_upper)] = "HOUR"
-    lookback: Duration | None = None
-    metrics: list[MetricName] = Field(default_factory=lambda: list(METRICS), min_length=1)  # type: ignore[arg-type]
+    flow_ids: list[Annotated[str, Field(pattern=r"^\d+$")]] = Field(
+        min_length=1, description="flows to follow (numeric Graph ids); each is one target")
+    granularity: Annotated[Literal["HOUR", "DAY", "LIFETIME"], BeforeValidator(_upper)] = Field(
+        default="HOUR", description="HOUR, DAY (Pacific days) or LIFETIME (running totals)")
+    lookback: Duration | None = Field(
+        default=None, examples=["2d"], description="how far back every poll re-reads, for late data; default: 2d "
+                                                   "(HOUR), 7d (DAY); at most 30d (HOUR) or 90d (DAY)")
+    metrics: list[MetricName] = Field(
+        default_factory=lambda: list(METRICS), min_length=1,  # type: ignore[arg-type]
+        description="metrics asked, one request each per flow and poll; default: all five")
 
     @field_validator("metrics")
     @classmethod

@@ -140,3 +140,57 @@ def test_a_reload_after_the_heap_was_frozen_lets_dropped_sources_be_collected(
         for source in app.sources:
             loop.run_until_complete(source.aclose())
         loop.close()
+
+
+def test_a_reload_is_all_or_nothing(live: Simulator, tmp_path: Path) -> None:
+    """An empty file, a source that cannot be built, a credential that cannot
+    be sent: each reload is refused whole, the running targets keep polling,
+    the failure is visible (metric 0, 500, the error logged)."""
+    port = free_port()
+    server = f'[server]\nlisten = "127.0.0.1:{port}"\nenable_lifecycle = true\n'
+    config = tmp_path / "exporter.toml"
+    config.write_text(server + k6_config(live, [103054]))
+    process = ExporterProcess(config, port)
+
+    def targets(metrics: dict) -> set[str]:  # type: ignore[type-arg]
+        return {dict(k)["target"] for k, v in metrics["apimetrics_target_up"].items()}
+
+    try:
+        process.wait_ready()
+        wait_for(process.url, lambda m: m["apimetrics_config_last_reload_successful"][()] == 1 and "k6_vus" in m)
+
+        # An empty file (SIGHUP) is refused like any invalid config, not read as "no targets".
+        config.write_text("")
+        process.proc.send_signal(signal.SIGHUP)
+        metrics = wait_for(process.url, lambda m: m["apimetrics_config_last_reload_successful"][()] == 0)
+        assert targets(metrics) == {"103054"}
+
+        config.write_text(server + k6_config(live, [103054]) + k6_config(live, [103055], name="k6-new"))
+        assert httpx.post(f"{process.url}/-/reload").status_code == 200
+        wait_for(process.url, lambda m: targets(m) == {"103054", "103055"})
+
+        # The new file removes `k6` and adds a source only the simulator could
+        # serve; the simulator is not running ([simulator] waits for a restart).
+        config.write_text(server + "[simulator]\nenabled = true\n" + k6_config(live, [103055], name="k6-new")
+                          + '[[sources]]\ntype = "bird_flow_runs"\nname = "bird-demo"\nworkspace_id = "w"\n'
+                            'flow_ids = ["f"]\n')
+        response = httpx.post(f"{process.url}/-/reload")
+        assert response.status_code == 500
+        assert "bird-demo" in response.text and "not running" in response.text
+        metrics = scrape(process.url)
+        assert metrics["apimetrics_config_last_reload_successful"][()] == 0
+        assert targets(metrics) == {"103054", "103055"}
+
+        # A credential that could not be sent: refused at load, never shown.
+        config.write_text(server + k6_config(live, [103054]).replace("simulator-token", "tökén-reload-secret"))
+        response = httpx.post(f"{process.url}/-/reload")
+        assert response.status_code == 500
+        assert "sources[0].token: the secret contains a non-ASCII character" in response.text
+        assert "reload-secret" not in response.text
+        time.sleep(0.5)
+        assert targets(scrape(process.url)) == {"103054", "103055"}
+    finally:
+        output = process.stop()
+    assert "no sources: add at least one [[sources]] table" in output
+    assert "source 'bird-demo' has neither a credential nor base_url" in output
+    assert "reload-secret" not in output and "Traceback" not in output

@@ -7,36 +7,50 @@ the OTLP default (see `exporter.sinks.otlp_transport.resolve`). Keys here win.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
-from exporter.config.types import Duration, StrictModel, read_secret_file
+from exporter.config.types import Duration, FieldError, StrictModel, check_secret, read_secret_file
 
 Protocol = Literal["grpc", "http/protobuf"]
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 
 
 class OtlpConfig(StrictModel):
-    enabled: bool = False
-    # grpc: `http://host:4317` (plaintext), `https://host:4317` or `host:4317`;
-    # http/protobuf: a base URL (`/v1/metrics` is appended) or the full URL.
-    endpoint: str | None = None
-    protocol: Protocol | None = None
+    """`[otlp]`: push every new polled point to an OpenTelemetry collector (docs/otlp.md).
+    Unset transport keys fall back to the OTEL_EXPORTER_OTLP_* variables."""
+
+    enabled: bool = Field(default=False, description="push over OTLP")
+    endpoint: str | None = Field(
+        default=None, examples=["http://otel-collector:4317"],
+        description="grpc: http://host:4317 (plaintext), https://host:4317 or host:4317; http/protobuf: a base URL "
+                    "(/v1/metrics is appended) or the full URL")
+    protocol: Protocol | None = Field(default=None, description="default: http/protobuf")
     # Header (gRPC metadata) values are secrets: `name_file = "/path"` reads
     # header `name` from a file.
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-    compression: Literal["gzip", "none"] | None = None
-    timeout: Duration | None = None
-    insecure: bool | None = None
-    ca_file: FilePath | None = None
-    cert_file: FilePath | None = None
-    key_file: FilePath | None = None
-    resource_attributes: dict[str, str] = Field(default_factory=dict)
-    max_queue_points: int = Field(default=100_000, ge=1)
-    max_batch_points: int = Field(default=1000, ge=1)
-    backoff: Duration = 1.0
-    max_backoff: Duration = 60.0
-    shutdown_grace: Duration = 10.0
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, json_schema_extra={
+            "patternProperties": {"_file$": {"type": "string", "description": "a file holding the header's value"}},
+            "additionalProperties": {"type": "string", "pattern": "^[ -~]+$"}},
+        description="headers (gRPC metadata) on every request; `<name>_file` reads header <name> from a file. "
+                    "Values are secrets: printable ASCII, never logged")
+    compression: Literal["gzip", "none"] | None = Field(default=None, description="default: none")
+    timeout: Duration | None = Field(default=None, description="deadline of one export attempt; default: 10s")
+    insecure: bool | None = Field(default=None, description="grpc only: true sends plaintext; default: from the "
+                                                            "endpoint's scheme")
+    ca_file: FilePath | None = Field(default=None, description="CA to trust")
+    cert_file: FilePath | None = Field(default=None, description="client certificate (mTLS), with key_file")
+    key_file: FilePath | None = Field(default=None, description="client key (mTLS), with cert_file")
+    resource_attributes: dict[str, str] = Field(default_factory=dict, description="resource attributes, over "
+                                                "OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME")
+    max_queue_points: int = Field(default=100_000, ge=1, description="points held while the collector is slow or "
+                                                                     "down; when full the oldest are dropped")
+    max_batch_points: int = Field(default=1000, ge=1, description="points per export request")
+    backoff: Duration = Field(default=1.0, description="first wait before retrying a failed export")
+    max_backoff: Duration = Field(default=60.0, description="longest wait between export retries")
+    shutdown_grace: Duration = Field(default=10.0, description="how long queued points are flushed at shutdown")
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -52,6 +66,17 @@ class OtlpConfig(StrictModel):
             if name in headers:
                 raise ValueError(f"give either {name} or {key}, not both")
             headers[name] = read_secret_file(key, path)
+        return headers
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, headers: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Header values are secrets sent as they are: printable ASCII, one
+        line (checked here, so that `check` and a reload refuse them)."""
+        for name, value in headers.items():
+            if not HEADER_NAME.fullmatch(name):
+                raise FieldError(name, "not a valid header name (letters, digits and !#$%&'*+-.^_`|~)")
+            check_secret(name, value.get_secret_value())
         return headers
 
     @model_validator(mode="after")

@@ -7,9 +7,9 @@ key, like every config error (exit 2), before any request is sent.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 
 from exporter.config.source import SourceConfigBase
 from exporter.config.types import Duration, StrictModel
@@ -42,12 +42,15 @@ RESERVED_LABELS = ("account", "quantile")
 class FluxMetricConfig(StrictModel):
     """One `[[sources.metrics]]` entry (or just its name)."""
 
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, description="the metric's name on the server")
     type: MetricType | None = Field(default=None, description="skips the type lookup; the server's type otherwise")
-    aggregations: list[str] | None = Field(default=None, min_length=1)
-    group_by: list[str] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict)
-    unit: Literal["ms", "s", "bytes"] | None = None
+    aggregations: list[str] | None = Field(
+        default=None, min_length=1, description="aggregations asked; default per type (rate is refused: use "
+                                                "rate() on the counter)")
+    group_by: list[str] = Field(default_factory=list, description="tag keys that become labels")
+    tags: dict[str, str] = Field(default_factory=dict, description="only points with these tag values")
+    unit: Literal["ms", "s", "bytes"] | None = Field(
+        default=None, description="ms (divided by 1000, _seconds), s or bytes; never guessed from names")
 
     @field_validator("aggregations")
     @classmethod
@@ -90,28 +93,36 @@ class FluxMetricConfig(StrictModel):
 class RateLimitConfig(StrictModel):
     """`rate_limit`: the requests per window the key may send (the hosted service documents 60/min)."""
 
-    queries: int = Field(default=60, ge=1, le=1_000_000)
-    per: Duration = 60.0
+    queries: int = Field(default=60, ge=1, le=1_000_000, description="requests per window")
+    per: Duration = Field(default=60.0, description="the window")
+
+
+def _metric_table(item: Any) -> Any:
+    """A metric may be given by its name alone."""
+    return {"name": item} if isinstance(item, str) else item
+
+
+MetricEntry = str | FluxMetricConfig
+METRICS_EXAMPLE = ["users.online", {"name": "api.response_time", "unit": "ms", "group_by": ["endpoint"]}]
 
 
 class FluxConfig(SourceConfigBase):
     """`type = "flux"`: one target, the account of the API key."""
 
-    type: Literal["flux"]
-    api_key: SecretStr | None = None
-    account: str | None = Field(default=None, min_length=1, max_length=128,
-                                description="the `account` label and target id; default: the source name")
-    bucket: Literal["1m", "5m", "1h", "1d"] = "1m"
-    lookback: int = Field(default=5, ge=1, le=10_000, description="complete buckets re-read by every poll")
-    metrics: list[FluxMetricConfig] | None = Field(default=None, min_length=1)
-    rate_limit: RateLimitConfig = RateLimitConfig()
+    sample: ClassVar[dict[str, Any]] = {}
 
-    @field_validator("metrics", mode="before")
-    @classmethod
-    def _names(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"name": item} if isinstance(item, str) else item for item in value]
-        return value
+    type: Literal["flux"] = Field(description="Flux metrics of one account")
+    api_key: SecretStr | None = Field(
+        default=None, description="API key, sent as `Authorization: Bearer <key>` (never as a query parameter)")
+    account: str | None = Field(default=None, min_length=1, max_length=128, examples=["prod"],
+                                description="the `account` label and target id; default: the source name")
+    bucket: Literal["1m", "5m", "1h", "1d"] = Field(default="1m", description="query interval")
+    lookback: int = Field(default=5, ge=1, le=10_000, description="complete buckets re-read by every poll")
+    metrics: list[Annotated[FluxMetricConfig, BeforeValidator(_metric_table, json_schema_input_type=MetricEntry)]] \
+        | None = Field(default=None, min_length=1, examples=[METRICS_EXAMPLE],
+                       description="metric names or tables; default: every metric, discovered each poll")
+    rate_limit: RateLimitConfig = Field(default=RateLimitConfig(), description="the request budget per window, "
+                                        "shared by every source with the same key and server")
 
     @model_validator(mode="after")
     def _distinct_names(self) -> FluxConfig:

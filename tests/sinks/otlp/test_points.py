@@ -396,6 +396,9 @@ def test_bad_environment_values_fall_back_with_a_warning(caplog: pytest.LogCaptu
 
 # --- config -------------------------------------------------------------------------------
 
+# A config needs a source (an empty one is refused); the simulator serves this one.
+A_SOURCE = '\n[simulator]\nenabled = true\n[[sources]]\ntype = "flux"\nname = "f"\n'
+
 
 def test_otlp_section_with_header_files(tmp_path: Path) -> None:
     secret = tmp_path / "token"
@@ -410,7 +413,7 @@ def test_otlp_section_with_header_files(tmp_path: Path) -> None:
         [otlp.headers]
         x-tenant = "t1"
         authorization_file = "{secret}"
-    """)
+    """ + A_SOURCE)
     otlp = settings.otlp
     assert (otlp.enabled, otlp.protocol, otlp.endpoint, otlp.timeout) == (True, "grpc", "collector:4317", 5.0)
     assert {k: v.get_secret_value() for k, v in otlp.headers.items()} == {
@@ -419,12 +422,12 @@ def test_otlp_section_with_header_files(tmp_path: Path) -> None:
 
 
 def test_otlp_from_apimetrics_environment(tmp_path: Path) -> None:
-    settings = settings_from(tmp_path, "", environ={"APIMETRICS_OTLP__ENABLED": "true",
-                                                    "APIMETRICS_OTLP__ENDPOINT": "http://c:4318",
-                                                    "APIMETRICS_OTLP__MAX_QUEUE_POINTS": "500"})
+    settings = settings_from(tmp_path, A_SOURCE, environ={"APIMETRICS_OTLP__ENABLED": "true",
+                                                          "APIMETRICS_OTLP__ENDPOINT": "http://c:4318",
+                                                          "APIMETRICS_OTLP__MAX_QUEUE_POINTS": "500"})
     assert (settings.otlp.enabled, settings.otlp.endpoint, settings.otlp.max_queue_points) == (
         True, "http://c:4318", 500)
-    assert settings_from(tmp_path, "").otlp.enabled is False
+    assert settings_from(tmp_path, A_SOURCE).otlp.enabled is False
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -436,6 +439,8 @@ def test_otlp_from_apimetrics_environment(tmp_path: Path) -> None:
     ('headers = { a_file = "/no/such/file" }', "otlp.headers.a_file: cannot read"),
     ("max_queue_points = 0", "otlp.max_queue_points"),
     ("colour = 1", "otlp.colour"),
+    ('headers = { authorization = "Bearer a\\nb" }', "otlp.headers.authorization: the secret contains a line break"),
+    ('headers = { "x y" = "1" }', "otlp.headers.x y: not a valid header name"),
 ])
 def test_otlp_config_is_validated(tmp_path: Path, body: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
