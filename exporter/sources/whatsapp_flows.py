@@ -61,6 +61,7 @@ from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.sources.kit.payloads import coded_error, read_body
+from exporter.sources.kit.timeline import ordered
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -372,12 +373,14 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         return samples
 
     def _ratio_samples(self, answers: dict[str, Points], base: Labels) -> list[Sample]:
-        points = answers.get(ERROR_RATE)
-        if not points:
+        """The newest bucket's error ratio; the earlier buckets of the answer
+        as its history, each sent once by push sinks at its own time."""
+        line = ordered((start, values["value"]) for start, values in (answers.get(ERROR_RATE) or {}).items()
+                       if "value" in values)
+        if not line:
             return []
-        newest = max(points)
-        value = points[newest].get("value")
-        return [] if value is None else [Sample(ERROR_RATIO, base, value, timestamp=newest)]
+        (newest, value), history = line[-1], tuple(line[:-1])
+        return [Sample(ERROR_RATIO, base, value, timestamp=newest, history=history)]
 
     def _note_key(self, metric: str, key: str, what: str) -> None:
         if (metric, key) not in self._logged_keys:
