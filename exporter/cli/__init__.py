@@ -1,10 +1,10 @@
-"""Command line: `run` (default) | `check` | `once` | `simulate`, and `--version`.
+"""Command line: `run` (default) | `check` | `once` | `backfill` | `simulate`, and `--version`.
 
 One module per command; this one parses the arguments, loads the config
 (an invalid one prints every problem and exits 2) and dispatches.
 
-Exit codes: 0 success; 1 `once` with a failed target; 2 invalid configuration
-or usage.
+Exit codes: 0 success; 1 `once` or `backfill` with a failed target; 2 invalid
+configuration or usage; 130 `backfill` interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from exporter import __version__
 from exporter.app.settings import load_settings
+from exporter.cli.backfill import add_arguments as add_backfill_arguments
 from exporter.cli.check import targets_table
 from exporter.cli.common import EXIT_CONFIG, EXIT_OK
 from exporter.cli.run import run, simulator_for
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("run", parents=[common], help="run the exporter (default)")
     commands.add_parser("check", parents=[common], help="validate the config and list sources and targets")
     commands.add_parser("once", parents=[common], help="poll every target once and print the exposition")
+    backfill = commands.add_parser("backfill", parents=[common],
+                                   help="load vendor history into an OpenMetrics file (for promtool) or over OTLP")
+    add_backfill_arguments(backfill)
     simulate = commands.add_parser("simulate", parents=[common], help="run only the vendor API simulator")
     simulate.add_argument("--listen", default="127.0.0.1:9688", help="host:port (default 127.0.0.1:9688)")
     simulate.add_argument("--seed", type=int, default=1)
@@ -75,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check":
         print(targets_table(settings))
         return EXIT_OK
+    if command == "backfill":
+        from exporter.cli.backfill import backfill
+
+        return asyncio.run(backfill(settings, args))
     if command == "once":
         from exporter.cli.once import once
 

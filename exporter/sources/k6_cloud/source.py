@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from exporter.config.source import SourceConfigBase
@@ -102,6 +103,14 @@ class K6CloudSource(Source[K6CloudConfig]):
         )
         samples, self._cursors[run] = series
         return [*samples, *thresholds, *overview]
+
+    async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill of one run: every point of its series (the configured
+        stats) within [since, until], at its time. Thresholds and the run
+        overview have no time series: they are not backfilled."""
+        metrics = await self._list_metrics(target.id)
+        samples, _ = await self._series_samples(target.id, metrics, (since, until))
+        yield samples
 
     # --- requests -----------------------------------------------------------
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -104,13 +105,33 @@ class PlutoSource(Source[PlutoConfig]):
         self._states.pop(target.id, None)
         self._history.pop(target.id, None)
 
-    def history(self, target: Target) -> tuple[Sample, ...]:
+    def last_new_points(self, target: Target) -> tuple[Sample, ...]:
         """Every point the last successful poll of `target` found new, as
         `pluto_run_metric_value` samples stamped with the point's own time,
         ordered by logName then step. Replaced by each poll (so it never grows
         without bound); a sink that wants the full curve reads it after every
         poll. On the first poll of a run it holds the newest point per logName."""
         return self._history.get(target.id, ())
+
+    async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill of one run: every point of every logName (each walked in
+        windows until no answer is sampled, with no request budget) whose time
+        is within [since, until], one logName at a time."""
+        walk = self.walk(target.id, None)
+        for query in list(self.config.log_names) if self.config.log_names else [None]:
+            rows = await walk.fetch(query, None, None)
+            for name, points in by_name(rows).items():
+                complete = await walk.densify(name, 0, None, points, 0)
+                curve = [p for p in new_points(complete, None) if since <= p.time <= until]
+                if curve:
+                    yield self._curve(target.id, curve)
+
+    def _curve(self, run: str, curve: list[Point]) -> list[Sample]:
+        labels = self._labels(run, curve[-1])
+        return [Sample(VALUE, labels, curve[-1].value, timestamp=curve[-1].time,
+                       history=tuple((p.time, p.value) for p in curve[:-1])),
+                Sample(STEP, labels, float(curve[-1].step), timestamp=curve[-1].time,
+                       history=tuple((p.time, float(p.step)) for p in curve[:-1]))]
 
     # --- fetching -------------------------------------------------------------
 
