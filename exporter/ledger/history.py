@@ -27,7 +27,7 @@ Points = list[tuple[float, float]]  # (time, counter value), oldest first
 def running_totals(
     periods: Mapping[float, float], end_of: Callable[[float], float], since: float, until: float
 ) -> Points:
-    """`[(since, 0), (end of the first period, its count), …]` over the
+    """`[(since, 0), (start of the first period, 0), (its end, its count), …]` over the
     periods that start at or after `since` and end at or before `until`."""
     points: Points = [(since, 0.0)]
     total = 0.0
@@ -40,6 +40,9 @@ def running_totals(
         if value is None or value < 0:
             rejected += 1
             continue
+        if len(points) == 1 and start > since:
+            # Still 0 where the first period starts: increase() over it is its count.
+            points.append((start, 0.0))
         total = math.fsum([total, value])
         points.append((end, total))
     if rejected:

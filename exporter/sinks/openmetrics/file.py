@@ -4,8 +4,9 @@ What `promtool tsdb create-blocks-from openmetrics` reads: OpenMetrics text
 (`# TYPE`, `# UNIT`, `# HELP`, then the family's samples), each family once and
 its lines together, each series' points in increasing time, a timestamp (in
 seconds) on every sample, and `# EOF` last. Counters are written as
-`<name>_total`, histograms as `_bucket{le=…}` / `_count` (/ `_sum` when the
-vendor gives one) per point, summaries as `{quantile=…}` / `_count` / `_sum`;
+`<name>_total`, histograms as `_bucket{le=…}` per point (with `_count` and
+`_sum` when the vendor gives a sum: OpenMetrics parsers want both or neither;
+the `+Inf` bucket is the count), summaries as `{quantile=…}` / `_count` / `_sum`;
 no `_created` lines (promtool would store them as series of their own).
 
 Memory stays bounded by one snapshot (one target's history): each snapshot's
@@ -57,8 +58,8 @@ def value_lines(family: Family, labels: Labels, value: Value, when: float) -> li
     if isinstance(value, HistogramValue):
         lines = [f"{name}_bucket{label_text((*labels, ('le', number(bound))))} {number(count)} {at}"
                  for bound, count in value.buckets]
-        lines.append(f"{name}_count{label_text(labels)} {number(value.count)} {at}")
-        if value.sum is not None:
+        if value.sum is not None:  # OpenMetrics parsers want _count and _sum together or neither
+            lines.append(f"{name}_count{label_text(labels)} {number(value.count)} {at}")
             lines.append(f"{name}_sum{label_text(labels)} {number(value.sum)} {at}")
         return lines
     assert isinstance(value, SummaryValue)
