@@ -85,10 +85,12 @@ class Sample:
     value: Value
     timestamp: float | None = None
     created: float | None = None
-    # Earlier new points of this series since the last poll, `(time, value)`
-    # oldest first (a Pluto run's every new step). /metrics shows only the
-    # newest value; the OTLP sink pushes each of these as its own point.
-    history: tuple[tuple[float, float], ...] = ()
+    # Earlier points of this series, `(vendor time, value)` oldest first, each
+    # older than `timestamp`: a Pluto run's new steps, a k6 series' points, a
+    # Flux metric's complete buckets, a backfilled counter at each period end.
+    # /metrics shows only the newest value; the OTLP sink pushes each point it
+    # has not sent before, and the OpenMetrics file writes every one.
+    history: tuple[tuple[float, Value], ...] = ()
 
 
 def labels(**pairs: str) -> Labels:
@@ -103,6 +105,7 @@ class Change(StrEnum):
     STATUS = "status"  # only the target's own series changed (added, failed, overrun, partial error)
     EXPIRED = "expired"  # no successful poll within max_staleness: its vendor series are gone
     REMOVED = "removed"  # the target left the config or its upstream list: everything of it goes
+    HISTORY = "history"  # a backfill: `samples` hold a stretch of the target's past, every point new
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,6 +190,8 @@ class AlertingStack:
                 self.prometheus.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.prometheus.kill()
+        if self.prometheus is not None and self.prometheus.stderr is not None:
+            self.prometheus.stderr.close()
         if self.exporter is not None:
             self.exporter.stop()
         self.otlp.stop()

@@ -62,9 +62,10 @@ def test_metrics_text_openmetrics_and_gzip(running: tuple[App, str, asyncio.Abst
 
     # A scraper's Accept: gzip members, one per pre-rendered block.
     scraper = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}
-    raw = httpx.Client().send(httpx.Request("GET", f"{url}/metrics", headers=scraper), stream=True)
-    assert raw.headers["content-encoding"] == "gzip"
-    compressed = b"".join(raw.iter_raw())
+    with httpx.Client() as client:
+        raw = client.send(httpx.Request("GET", f"{url}/metrics", headers=scraper), stream=True)
+        assert raw.headers["content-encoding"] == "gzip"
+        compressed = b"".join(raw.iter_raw())
     assert compressed.count(b"\x1f\x8b\x08") > 2  # several members
     assert gzip.decompress(compressed) == plain.content
 

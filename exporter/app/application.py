@@ -94,7 +94,8 @@ class App:
         if settings.otlp.enabled:
             from exporter.sinks.otlp.sink import OtlpSink, instance_id  # grpc and the OTel SDK load only when used
 
-            self.otlp = OtlpSink(settings.otlp, self.metrics, instance_id(settings.server.listen))
+            self.otlp = OtlpSink(settings.otlp, self.metrics, instance_id(settings.server.listen),
+                                 state_dir=settings.state.dir)
             sinks.append(self.otlp)
         self.runner = Runner(sinks, self.ledgers, clock, settings.limits)
         shard = (settings.sharding.resolved_index(), settings.sharding.total)

@@ -1,11 +1,11 @@
-"""Command line: `run` (default) | `check` | `once` | `simulate` |
+"""Command line: `run` (default) | `check` | `once` | `backfill` | `simulate` |
 `config-schema` | `sample-config`, and `--version`.
 
 One module per command; this one parses the arguments, loads the config
 (an invalid one prints every problem and exits 2) and dispatches.
 
-Exit codes: 0 success; 1 `once` with a failed target; 2 invalid configuration
-or usage.
+Exit codes: 0 success; 1 `once` or `backfill` with a failed target; 2 invalid
+configuration or usage; 130 `backfill` interrupted.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from exporter import __version__
 from exporter.app.settings import load_settings
+from exporter.cli.backfill import add_arguments as add_backfill_arguments
 from exporter.cli.check import targets_table
 from exporter.cli.common import EXIT_CONFIG, EXIT_OK
 from exporter.cli.run import run, simulator_for
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     sample = commands.add_parser("sample-config", parents=[common],
                                  help="print a commented example config for one source type")
     sample.add_argument("source_type", metavar="TYPE", choices=list(REGISTRY), help=", ".join(REGISTRY))
+    backfill = commands.add_parser("backfill", parents=[common],
+                                   help="load vendor history into an OpenMetrics file (for promtool) or over OTLP")
+    add_backfill_arguments(backfill)
     simulate = commands.add_parser("simulate", parents=[common], help="run only the vendor API simulator")
     simulate.add_argument("--listen", default="127.0.0.1:9688", help="host:port (default 127.0.0.1:9688)")
     simulate.add_argument("--seed", type=int, default=1)
@@ -93,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check":
         print(targets_table(settings))
         return EXIT_OK
+    if command == "backfill":
+        from exporter.cli.backfill import backfill
+
+        return asyncio.run(backfill(settings, args))
     if command == "once":
         from exporter.cli.once import once
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from exporter.ledger.period import LedgerStateError, PeriodLedger
 
-__all__ = ["LEDGER_FILE_FORMAT", "LEDGER_FILE_VERSION", "LedgerStateStore"]
+__all__ = ["LEDGER_FILE_FORMAT", "LEDGER_FILE_VERSION", "LedgerStateStore", "quarantine", "state_path",
+           "write_atomically"]
 
 log = logging.getLogger("exporter.ledger")
 
@@ -45,11 +46,7 @@ class LedgerStateStore:
         The readable prefix is for humans; the sha256 of the exact pair is what
         keeps two targets that sanitise to the same prefix apart.
         """
-        digest = hashlib.sha256(
-            json.dumps([source, target], ensure_ascii=False).encode("utf-8")
-        ).hexdigest()[:16]
-        readable = _UNSAFE.sub("_", f"{source}__{target}").strip("._")[:80] or "ledger"
-        return self.directory / f"{readable}-{digest}.ledger.json"
+        return state_path(self.directory, source, target, ".ledger.json")
 
     def save(self, source: str, target: str, ledger: PeriodLedger) -> None:
         """Atomically replace the state file for (source, target).
@@ -67,24 +64,7 @@ class LedgerStateStore:
         # allow_nan=False: the ledger never holds NaN/inf, and if it ever did
         # we want a loud failure rather than a file that other tools reject.
         payload = json.dumps(document, allow_nan=False, ensure_ascii=False, indent=1).encode("utf-8")
-        path = self.path_for(source, target)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_name)
-            except FileNotFoundError:
-                pass
-            raise
-        # Without a directory fsync the rename itself may be lost on power
-        # failure, leaving the old state (or none) behind.
-        _fsync_directory(self.directory)
+        write_atomically(self.directory, self.path_for(source, target), payload)
 
     def load(self, source: str, target: str) -> PeriodLedger | None:
         """The saved ledger, or None when there is none usable.
@@ -113,7 +93,7 @@ class LedgerStateStore:
         try:
             ledger = self._decode(data, source, target)
         except LedgerStateError as exc:
-            self._quarantine(path, str(exc))
+            quarantine(path, str(exc), "ledger state file")
             return None
         return ledger
 
@@ -141,32 +121,6 @@ class LedgerStateStore:
             raise LedgerStateError("missing 'ledger'")
         return PeriodLedger.from_dict(document["ledger"])
 
-    @staticmethod
-    def _quarantine(path: Path, problem: str) -> None:
-        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-        suffix = 1
-        while aside.exists():
-            aside = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
-            suffix += 1
-        try:
-            os.rename(path, aside)
-        except OSError as exc:
-            log.error(
-                "ledger state file %s is unusable (%s) and could not be moved aside (%s); "
-                "starting a fresh ledger",
-                path,
-                problem,
-                exc,
-            )
-            return
-        log.error(
-            "ledger state file %s is unusable (%s); moved it to %s and starting a fresh ledger",
-            path,
-            problem,
-            aside,
-        )
-
 
 def _reject_constant(name: str) -> float:
     # json accepts NaN/Infinity by default; a state file holding them was not
@@ -187,3 +141,59 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# --- shared by every state file under [state] dir (the ledger's and the OTLP sink's) ---------------
+
+
+def state_path(directory: Path, source: str, target: str, suffix: str) -> Path:
+    """State file path for one (source, target); stable across runs.
+
+    The readable prefix is for humans; the sha256 of the exact pair is what
+    keeps two targets that sanitise to the same prefix apart.
+    """
+    digest = hashlib.sha256(json.dumps([source, target], ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+    readable = _UNSAFE.sub("_", f"{source}__{target}").strip("._")[:80] or "ledger"
+    return directory / f"{readable}-{digest}{suffix}"
+
+
+def write_atomically(directory: Path, path: Path, payload: bytes) -> None:
+    """Replace `path` with `payload` through a temp file in `directory`, fsynced.
+
+    Raises OSError (after removing its temp file) when the write fails; the
+    previous file, if any, is then untouched.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+    # Without a directory fsync the rename itself may be lost on power
+    # failure, leaving the old state (or none) behind.
+    _fsync_directory(directory)
+
+
+def quarantine(path: Path, problem: str, what: str = "state file") -> None:
+    """Move an unusable state file aside to `<name>.corrupt-<UTC timestamp>`
+    (one ERROR line), so the caller starts fresh without destroying evidence."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    suffix = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{suffix}")
+        suffix += 1
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        log.error("%s %s is unusable (%s) and could not be moved aside (%s); starting afresh", what, path, problem, exc)
+        return
+    log.error("%s %s is unusable (%s); moved it to %s and starting afresh", what, path, problem, aside)

@@ -7,6 +7,8 @@ Three test runs, deterministic from the seed and time-varying with the clock:
   named like one of our labels, an integer metric id, values sent as strings,
   and a series with no values;
 - 103055: finished an hour ago (its series stop at its end);
+- every series holds a point every 15 s from its run's start (at most the
+  newest hour of them);
 - 103056: 150 metrics, to exercise paging and batching.
 
 Like the real API: `Authorization: Token <t>` (401 with codes 5/6), 404 with
@@ -28,7 +30,10 @@ if TYPE_CHECKING:
     from exporter.simulator.server import Simulator
 
 STEP = 15.0  # seconds between series points
-POINTS = 10  # points returned per series
+# A series is served from its run's start, as the API serves a run's whole
+# series, but at most its newest hour: a load test's length, and a bound on
+# what a demo that runs for days asks of the exporter.
+POINTS = 241
 MAX_IDS = 50
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20

@@ -10,7 +10,7 @@ the clock, and the period ledgers that turn per-period counts into counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -106,6 +106,22 @@ class Source(Generic[ConfigT]):
 
     async def poll(self, target: Target) -> list[Sample]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def backfills(self) -> bool:
+        """Whether this source can fetch a target's history (overrides history)."""
+        return type(self).history is not Source.history
+
+    def check_range(self, since: float, until: float) -> None:
+        """Raise ValueError naming the vendor's limit when [since, until] is past what it serves."""
+
+    def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill: the target's points within [since, until], every one
+        stamped with its vendor time (`Sample.history` holds all but the
+        newest of a series), in pieces of at most one target's history, so
+        memory stays bounded by one target. Uses the same requests, retries,
+        rate budget and ledger rules as `poll`."""
+        raise NotImplementedError(f"{self.type} has no backfill")
 
     def report(self, target: Target, error: PollError) -> None:
         """Count a partial problem of this poll without failing it."""

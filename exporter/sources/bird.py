@@ -26,6 +26,7 @@ Readings of the doc:
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar, Literal, NotRequired
 
 from pydantic import Field, SecretStr, TypeAdapter, field_validator
@@ -33,6 +34,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 
 from exporter.config.source import SourceConfigBase
 from exporter.errors import InvalidResponse, PollError, UpstreamHTTPError
+from exporter.ledger.history import counter_history, history_samples
 from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, Kind, Labels, Sample
 from exporter.sources.base import Source, Target
@@ -45,6 +47,10 @@ LAST_PERIOD = Family(
     "bird_flow_runs_last_period", Kind.GAUGE, "Bird flow runs in the most recent complete period."
 )
 UNKNOWN_STATUS = "unknown"
+# Periods one request may span: a backfill splits its range into requests of
+# at most this many, and halves that on a 422 (API_NOTES.md: a cap per
+# periodGroup, unconfirmed, answered with 422).
+MAX_PERIODS = 2000
 
 
 class BirdFlowRunsConfig(SourceConfigBase):
@@ -102,18 +108,10 @@ class BirdFlowRunsSource(Source[BirdFlowRunsConfig]):
         grid = GRIDS[self.config.period_group]
         now = self.context.clock()
         start, current = grid.window(now, self.config.lookback)
-        body = {
-            "periodStart": rfc3339(start),
-            "periodEnd": rfc3339(now),
-            "periodGroup": self.config.period_group,
-            "groupBy": ["status"] if self.config.group_by_status else None,
-        }
-        path = f"/workspaces/{self.config.workspace_id}/reporting/flowruns/flow/{target.id}/metrics"
-        counts = self._counts(await self.http.post(path, body, classify=classify_error))
-
+        counts = await self._fetch(target, start, now)
         ledger = self.context.ledgers.get(self.name, target.id)
         ledger.observe(start, {series_key(FLOW_RUNS, labels): periods for labels, periods in counts.items()})
-        base: Labels = (("workspace_id", self.config.workspace_id), ("flow_id", target.id))
+        base = self._base(target)
         totals = counter_samples(ledger, {FLOW_RUNS.name: FLOW_RUNS}, base)
         # Every group the counter knows gets a last-period value, 0 when the
         # server omitted the period (it omits empty ones).
@@ -124,6 +122,51 @@ class BirdFlowRunsSource(Source[BirdFlowRunsConfig]):
             for total in totals
         ]
         return totals + last_period
+
+    async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill of one flow: the complete periods of [since, until],
+        asked at most MAX_PERIODS at a time; counters from 0 at `since`, and
+        each period's count as the last-period gauge at the period's start."""
+        grid = GRIDS[self.config.period_group]
+        start = grid.floor(since)
+        start = start if start >= since else grid.shift(start, 1)
+        counts: dict[Labels, dict[float, float]] = {}
+        size = MAX_PERIODS
+        while start < until:
+            end = min(grid.shift(start, size), until)
+            try:
+                chunk = await self._fetch(target, start, end)
+            except UpstreamHTTPError as exc:
+                if exc.reason != "validation" or size == 1:
+                    raise
+                size //= 2  # a server whose cap is lower (422): ask for half as many periods
+                continue
+            for labels, periods in chunk.items():
+                counts.setdefault(labels, {}).update(periods)
+            start = end
+        history = counter_history({series_key(FLOW_RUNS, labels): periods for labels, periods in counts.items()},
+                                  lambda period: grid.shift(period, 1), since, until)
+        base = self._base(target)
+        samples = history_samples(history, {FLOW_RUNS.name: FLOW_RUNS}, base, since)
+        for labels, periods in sorted(counts.items()):
+            line = [(period, count) for period, count in sorted(periods.items()) if grid.shift(period, 1) <= until]
+            if line:
+                samples.append(Sample(LAST_PERIOD, base + labels + (("period_group", self.config.period_group),),
+                                      line[-1][1], timestamp=line[-1][0], history=tuple(line[:-1])))
+        yield samples
+
+    def _base(self, target: Target) -> Labels:
+        return (("workspace_id", self.config.workspace_id), ("flow_id", target.id))
+
+    async def _fetch(self, target: Target, start: float, end: float) -> dict[Labels, dict[float, float]]:
+        body = {
+            "periodStart": rfc3339(start),
+            "periodEnd": rfc3339(end),
+            "periodGroup": self.config.period_group,
+            "groupBy": ["status"] if self.config.group_by_status else None,
+        }
+        path = f"/workspaces/{self.config.workspace_id}/reporting/flowruns/flow/{target.id}/metrics"
+        return self._counts(await self.http.post(path, body, classify=classify_error))
 
     def _counts(self, body: bytes) -> dict[Labels, dict[float, float]]:
         """`{group labels: {period start: count}}` from a FlowRunResult."""

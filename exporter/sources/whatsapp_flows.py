@@ -45,7 +45,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, ClassVar, Literal, NotRequired
@@ -57,10 +57,12 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 from exporter.config.source import SourceConfigBase
 from exporter.config.types import Duration
 from exporter.errors import EndpointRetired, InvalidResponse, PollError, UpstreamHTTPError, reason_for_status
+from exporter.ledger.history import counter_history, history_samples
 from exporter.ledger.registry import counter_samples, series_key
 from exporter.model import Family, HistogramValue, Kind, Labels, Sample
 from exporter.sources.base import Source, SourceContext, Target
 from exporter.sources.kit.payloads import coded_error, read_body
+from exporter.sources.kit.timeline import ordered
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
@@ -294,6 +296,51 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
                        for metric in self.config.metrics)
         return samples
 
+    def check_range(self, since: float, until: float) -> None:
+        if self.config.granularity == "LIFETIME":
+            raise ValueError(f"{self.name}: granularity LIFETIME has a single running total and no history; "
+                             "set granularity to HOUR or DAY to backfill")
+        limit = MAX_LOOKBACK[self.config.granularity]
+        oldest = window(self.context.clock(), self.config.granularity, limit).since
+        if oldest is not None and datetime.fromtimestamp(since, UTC).date() < oldest:
+            raise ValueError(f"{self.name}: --since {datetime.fromtimestamp(since, UTC):%Y-%m-%d} is older than the "
+                             f"{limit / DAY_SECONDS:.0f} days the API serves with granularity "
+                             f"{self.config.granularity} (the oldest date allowed is {oldest})")
+
+    async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill of one flow: counters from 0 at `since` with each
+        complete period's count (at the period's end), the latency histogram
+        the same way, and each period's error ratio (at its start)."""
+        first = datetime.fromtimestamp(since, UTC).date()
+        asked = Window(first, datetime.fromtimestamp(until, UTC).date() + timedelta(days=1), None)
+        answers: dict[str, Points] = {}
+        for metric in self.config.metrics:
+            try:
+                answers[metric] = await self._fetch(target.id, metric, asked)
+            except PollError as exc:
+                if exc.reason != INSUFFICIENT_DATA:
+                    raise
+                log.warning("%s/%s: %s", self.name, target.id, exc.message)
+        step = 3600.0 if self.config.granularity == "HOUR" else DAY_SECONDS
+        values = {series_key(COUNTED[metric][0], labels): periods
+                  for metric, points in answers.items() if metric in COUNTED
+                  for labels, periods in self._series(metric, points).items()}
+        totals = counter_history(values, lambda start: start + step, since, until)
+        base: Labels = (("flow_id", target.id),)
+        counted = {COUNTED[m][0].name: COUNTED[m][0] for m in answers if m in COUNTED and m != LATENCY}
+        samples = history_samples(totals, counted, base, since)
+        latency = {key[2]: points for key, points in totals.items() if key[0] == DURATION.name}
+        if latency:
+            line = [(when, HistogramValue(latency_buckets(counts))) for when, counts in _aligned(latency)]
+            samples.append(Sample(DURATION, base, line[-1][1], timestamp=line[-1][0], created=since,
+                                  history=tuple(line[:-1])))
+        ratio = [(start, value) for start, value in ordered(
+            (start, values["value"]) for start, values in (answers.get(ERROR_RATE) or {}).items()
+            if "value" in values) if since <= start and start + step <= until]
+        if ratio:
+            samples.append(Sample(ERROR_RATIO, base, ratio[-1][1], timestamp=ratio[-1][0], history=tuple(ratio[:-1])))
+        yield samples
+
     # --- requests ---------------------------------------------------------------
 
     async def _fetch(self, flow: str, metric: str, asked: Window) -> Points:
@@ -381,17 +428,34 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         return samples
 
     def _ratio_samples(self, answers: dict[str, Points], base: Labels) -> list[Sample]:
-        points = answers.get(ERROR_RATE)
-        if not points:
+        """The newest bucket's error ratio; the earlier buckets of the answer
+        as its history, each sent once by push sinks at its own time."""
+        line = ordered((start, values["value"]) for start, values in (answers.get(ERROR_RATE) or {}).items()
+                       if "value" in values)
+        if not line:
             return []
-        newest = max(points)
-        value = points[newest].get("value")
-        return [] if value is None else [Sample(ERROR_RATIO, base, value, timestamp=newest)]
+        (newest, value), history = line[-1], tuple(line[:-1])
+        return [Sample(ERROR_RATIO, base, value, timestamp=newest, history=history)]
 
     def _note_key(self, metric: str, key: str, what: str) -> None:
         if (metric, key) not in self._logged_keys:
             self._logged_keys.add((metric, key))
             log.warning("%s: %s data key %r %s", self.name, metric, key, what, extra={"source": self.name})
+
+
+def _aligned(series: Mapping[str, list[tuple[float, float]]]) -> list[tuple[float, dict[str, float]]]:
+    """Running totals of several keys at every time any of them has a point:
+    each key's newest value at or before that time."""
+    times = sorted({when for points in series.values() for when, _ in points})
+    seen, current = dict.fromkeys(series, 0), dict.fromkeys(series, 0.0)
+    out = []
+    for when in times:
+        for key, points in series.items():
+            while seen[key] < len(points) and points[seen[key]][0] <= when:
+                current[key] = points[seen[key]][1]
+                seen[key] += 1
+        out.append((when, dict(current)))
+    return out
 
 
 # --- errors -------------------------------------------------------------------

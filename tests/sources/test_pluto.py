@@ -172,7 +172,7 @@ def harness(simulator: Simulator, tmp_path: Path) -> Iterator[Any]:
 def history_points(h: Harness, run: int, name: str) -> list[tuple[float, float]]:
     """(time, value) of every new point the last poll handed over for one metric."""
     target = Target(h.source.name, str(run))
-    return [(s.timestamp or 0.0, float(s.value)) for s in h.source.history(target)  # type: ignore[arg-type]
+    return [(s.timestamp or 0.0, float(s.value)) for s in h.source.last_new_points(target)  # type: ignore[arg-type]
             if dict(s.labels)["log_name"] == name]
 
 
@@ -251,7 +251,7 @@ def test_nothing_new_keeps_the_series_and_hands_over_nothing(simulator: Simulato
     simulator.clear_requests()
     assert h.poll(4103)
     assert samples_of(h.text(), VALUE) == before
-    assert h.source.history(Target("pluto", "4103")) == ()
+    assert h.source.last_new_points(Target("pluto", "4103")) == ()
     assert len(metric_requests(simulator)) == 1
 
 

@@ -624,3 +624,7 @@ def test_promtool_finds_nothing(simulator: Simulator, make: Any) -> None:
         result = subprocess.run([promtool, "check", "metrics"], input=ours, capture_output=True, text=True,
                                 check=False)
         assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def teardown_module() -> None:
+    HTTP.close()

@@ -52,7 +52,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from exporter.model import Family, HistogramValue, Kind, Labels, Sample, SummaryValue
+from exporter.model import Family, HistogramValue, Kind, Labels, Sample, SummaryValue, Value
 
 log = logging.getLogger(__name__)
 
@@ -197,65 +197,96 @@ def format_quantile(quantile: float) -> str:
     return repr(float(quantile))
 
 
-def sample_points(sample: Sample, poll_time: float, default_start: float, after_ns: int = -1) -> list[Point]:
-    """The data points of one sample, oldest first; vendor-stamped points at or
-    before `after_ns` (the newest one already sent of this series) are left out."""
+def value_points(
+    translation: Translation, kind: Kind, labels: Labels, time_ns: int, start_ns: int, value: Value
+) -> list[Point]:
+    """The points of one value of a series at one time: one for a gauge,
+    counter or histogram; a summary's quantiles, then its `_count` and `_sum`."""
+    if kind is Kind.GAUGE:
+        return [Point(translation.value, labels, time_ns, 0, float(value))]  # type: ignore[arg-type]
+    if kind is Kind.COUNTER:
+        return [Point(translation.value, labels, time_ns, start_ns, float(value))]  # type: ignore[arg-type]
+    if kind is Kind.HISTOGRAM:
+        assert isinstance(value, HistogramValue)
+        return [Point(translation.value, labels, time_ns, start_ns, histogram_point(value))]
+    assert isinstance(value, SummaryValue) and translation.count and translation.sum
+    points = [Point(translation.value, (*labels, ("quantile", format_quantile(quantile))), time_ns, 0, float(number))
+              for quantile, number in value.quantiles]
+    if value.count is not None:
+        points.append(Point(translation.count, labels, time_ns, start_ns, float(value.count)))
+    if value.sum is not None:
+        points.append(Point(translation.sum, labels, time_ns, start_ns, float(value.sum)))
+    return points
+
+
+def sample_points(
+    sample: Sample, poll_time: float, default_start: float, after_ns: int = -1, history: bool = True
+) -> list[Point]:
+    """The data points of one sample, oldest first: its history (unless
+    `history` is False), then its own value. Vendor-stamped points at or before
+    `after_ns` (the newest one already sent of this series) are left out.
+
+    A summary's `_count` and `_sum` are always sent, at the poll time: they
+    are cumulative totals of the period ledger (Flux), not values of the
+    vendor bucket its quantiles (stamped with the bucket's time) come from."""
     translation = translate(sample.family)
     kind = sample.family.kind
     labels = sample.labels
     start_ns = to_ns(sample.created if sample.created is not None else default_start)
     points: list[Point] = []
-    # Earlier new points of the same series (a Pluto step each), each its own point.
-    if kind in (Kind.GAUGE, Kind.COUNTER):
-        start = 0 if kind is Kind.GAUGE else start_ns
-        for when, number in getattr(sample, "history", ()) or ():
+    if history:
+        for when, earlier in sample.history:
             ns = to_ns(when)
             if ns > after_ns:
-                points.append(Point(translation.value, labels, ns, start, float(number)))
+                points.extend(value_points(translation, kind, labels, ns, start_ns, earlier))
                 after_ns = ns
-    time_ns = to_ns(sample.timestamp if sample.timestamp is not None else poll_time)
-    if sample.timestamp is not None and time_ns <= after_ns:
-        return points
     value = sample.value
-    if kind is Kind.GAUGE:
-        points.append(Point(translation.value, labels, time_ns, 0, float(value)))  # type: ignore[arg-type]
-    elif kind is Kind.COUNTER:
-        points.append(Point(translation.value, labels, time_ns, start_ns, float(value)))  # type: ignore[arg-type]
-    elif kind is Kind.HISTOGRAM:
-        assert isinstance(value, HistogramValue)
-        points.append(Point(translation.value, labels, time_ns, start_ns, histogram_point(value)))
-    else:
-        assert isinstance(value, SummaryValue) and translation.count and translation.sum
-        for quantile, number in value.quantiles:
-            points.append(Point(translation.value, (*labels, ("quantile", format_quantile(quantile))),
-                                time_ns, 0, float(number)))
-        if value.count is not None:
-            points.append(Point(translation.count, labels, time_ns, start_ns, float(value.count)))
-        if value.sum is not None:
-            points.append(Point(translation.sum, labels, time_ns, start_ns, float(value.sum)))
-    return points
+    if sample.timestamp is None:
+        return points + value_points(translation, kind, labels, to_ns(poll_time), start_ns, value)
+    time_ns = to_ns(sample.timestamp)
+    if kind is Kind.SUMMARY:
+        assert isinstance(value, SummaryValue)
+        if time_ns > after_ns:
+            points += value_points(translation, kind, labels, time_ns, start_ns, SummaryValue(value.quantiles))
+        totals = SummaryValue((), value.count, value.sum)
+        return points + value_points(translation, kind, labels, to_ns(poll_time), start_ns, totals)
+    if time_ns <= after_ns:
+        return points
+    return points + value_points(translation, kind, labels, time_ns, start_ns, value)
+
+
+def vendor_times(sample: Sample) -> list[int]:
+    """The vendor times (ns) of a sample's points: its history and its timestamp."""
+    times = [to_ns(when) for when, _ in sample.history]
+    if sample.timestamp is not None:
+        times.append(to_ns(sample.timestamp))
+    return times
 
 
 def new_points(
-    samples: Iterable[Sample], poll_time: float, default_start: float, sent: Mapping[SeriesKey, int]
+    samples: Iterable[Sample], poll_time: float, default_start: float, sent: Mapping[SeriesKey, int] | None
 ) -> tuple[list[Point], dict[SeriesKey, int]]:
     """The points of one snapshot that were not sent before, and the newest
     vendor time per series to remember for the next snapshot of that target.
 
     A point stamped with the vendor's time is sent once: a finished k6 run
     serves the same newest point on every poll, and sending it again would be
-    a duplicate. Points stamped with the poll time are new on every poll."""
+    a duplicate. Points stamped with the poll time are new on every poll.
+    `sent` None means nothing is known of the target (its first poll, and no
+    state dir told what an earlier process sent): then only the newest point
+    of each series goes, not the history the vendor still serves. A series the
+    target did not have before (a new k6 URL, a new Pluto logName) sends all
+    its points."""
     points: list[Point] = []
     newest: dict[SeriesKey, int] = {}
+    known = sent if sent is not None else {}
     for sample in samples:
         key = (sample.family.name, sample.labels)
-        after = sent.get(key, -1)
-        points.extend(sample_points(sample, poll_time, default_start, after))
-        vendor_times = [to_ns(when) for when, _ in getattr(sample, "history", ()) or ()]
-        if sample.timestamp is not None:
-            vendor_times.append(to_ns(sample.timestamp))
-        if vendor_times:
-            newest[key] = max(after, *vendor_times)
+        after = known.get(key, -1)
+        points.extend(sample_points(sample, poll_time, default_start, after, history=sent is not None))
+        times = vendor_times(sample)
+        if times:
+            newest[key] = max(after, *times)
     return points, newest
 
 

@@ -36,6 +36,8 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from exporter import __version__
@@ -44,6 +46,7 @@ from exporter.model import Change, SeriesKey, Snapshot, TargetKey
 from exporter.selfmetrics import ProcessMetrics
 from exporter.sinks.otlp.config import OtlpConfig
 from exporter.sinks.otlp.points import Point, build_resource, new_points, scope
+from exporter.sinks.otlp.state import SentStateStore
 from exporter.sinks.otlp.transport import Encoded, Outcome, Transport, resolve
 from exporter.sinks.otlp.wire import WireEncoder
 
@@ -52,34 +55,63 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Queued after a snapshot's points: once the collector has taken every
+    point before it, `sent` (the newest vendor time per series of `key`) is
+    what was delivered, and what the state dir remembers."""
+
+    key: TargetKey
+    sent: dict[SeriesKey, int]
+
+
+Item = Point | Mark
+
+
 class PointQueue:
-    """A FIFO of points bounded by `max_points`: adding past the bound drops
-    the oldest, and says how many."""
+    """A FIFO of points (and the marks between them) bounded by `max_points`:
+    adding past the bound drops the oldest, and says how many points."""
 
     def __init__(self, max_points: int) -> None:
         self.max_points = max_points
-        self._points: deque[Point] = deque()
+        self._items: deque[Item] = deque()
+        self._points = 0
 
     def __len__(self) -> int:
-        return len(self._points)
+        return self._points
 
-    def put(self, points: Iterable[Point]) -> int:
-        self._points.extend(points)
+    def put(self, points: Iterable[Point], mark: Mark | None = None) -> int:
+        before = len(self._items)
+        self._items.extend(points)
+        self._points += len(self._items) - before
+        if mark is not None:
+            self._items.append(mark)
         return self._trim()
 
-    def put_back(self, points: list[Point]) -> int:
+    def put_back(self, items: list[Item]) -> int:
         """Return a batch that could not be sent to the head, where it was."""
-        self._points.extendleft(reversed(points))
+        self._items.extendleft(reversed(items))
+        self._points += sum(type(item) is not Mark for item in items)
         return self._trim()
 
-    def take(self, count: int) -> list[Point]:
-        return [self._points.popleft() for _ in range(min(count, len(self._points)))]
+    def take(self, count: int) -> list[Item]:
+        """Up to `count` points, with the marks among and right after them."""
+        items, taken = [], 0
+        while self._items and (taken < count or type(self._items[0]) is Mark):
+            item = self._items.popleft()
+            taken += type(item) is not Mark
+            items.append(item)
+        self._points -= taken
+        return items
 
     def _trim(self) -> int:
+        # Marks dropped with their points are not applied: a later mark of the
+        # same target says at least as much.
         dropped = 0
-        while len(self._points) > self.max_points:
-            self._points.popleft()
-            dropped += 1
+        while self._points > self.max_points:
+            if type(self._items.popleft()) is not Mark:
+                self._points -= 1
+                dropped += 1
         return dropped
 
 
@@ -118,6 +150,7 @@ class OtlpSink:
         instance_id: str,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
+        state_dir: Path | None = None,
     ) -> None:
         environ = os.environ if environ is None else environ
         self.config = config
@@ -133,8 +166,14 @@ class OtlpSink:
         self.queue = PointQueue(config.max_queue_points)
         # Counters without a vendor-given start (none today) start here.
         self._started_at = clock()
-        # Per target: the newest vendor time sent per series, and when to forget it.
+        # Per target: the newest vendor time queued per series, and when to forget it.
         self._sent: dict[TargetKey, tuple[dict[SeriesKey, int], float]] = {}
+        # With a state dir: per target, what the collector accepted (from the
+        # marks), saved by the drain task; loaded when a target first shows up.
+        self._store = SentStateStore(state_dir) if state_dir is not None else None
+        self._delivered: dict[TargetKey, dict[SeriesKey, int]] = {}
+        self._unsaved: set[TargetKey] = set()
+        self._saving = threading.Lock()  # one save at a time: the newest state is written last
         # publish() may run in a worker thread: the queue and `_sent` are
         # changed under this lock, and the drain task is woken on its loop.
         self._lock = threading.Lock()
@@ -160,17 +199,22 @@ class OtlpSink:
         if snapshot.change is Change.REMOVED:
             with self._lock:
                 self._sent.pop(snapshot.key, None)
+                self._delivered.pop(snapshot.key, None)
             return
-        if snapshot.change is not Change.POLLED:
-            return  # only polls bring vendor points; the target's own series are not pushed
+        if snapshot.change not in (Change.POLLED, Change.HISTORY):
+            return  # only polls (and backfills) bring vendor points; the target's own series are not pushed
         with self._lock:
-            self._take(snapshot)
+            if snapshot.change is Change.HISTORY:
+                self._take_history(snapshot)
+            else:
+                self._take(snapshot)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     def _take(self, snapshot: Snapshot) -> None:
         key = snapshot.key
-        sent = self._sent.get(key, ({}, 0.0))[0]
+        known = self._sent.get(key)
+        sent = known[0] if known is not None else self._restore(key)
         points, newest = new_points(snapshot.samples, snapshot.taken_at, self._started_at, sent)
         if self._stopped:  # a poll that ended after the flush
             self._drop("shutdown", len(points))
@@ -179,8 +223,32 @@ class OtlpSink:
         now = snapshot.taken_at
         for gone in [k for k, (_, forget_at) in self._sent.items() if forget_at < now]:
             del self._sent[gone]  # a target not polled successfully for long
+            self._delivered.pop(gone, None)
+        mark = Mark(key, newest) if self._store is not None and newest != sent else None
+        self._drop("queue_full", self.queue.put(points, mark))
+        self._update_queue_gauge()
+
+    def _take_history(self, snapshot: Snapshot) -> None:
+        """A backfill: every point goes, whatever was sent live (the live
+        state is neither read nor changed)."""
+        points, _ = new_points(snapshot.samples, snapshot.taken_at, self._started_at, {})
         self._drop("queue_full", self.queue.put(points))
         self._update_queue_gauge()
+
+    def _restore(self, key: TargetKey) -> dict[SeriesKey, int] | None:
+        """What an earlier process delivered of a target first seen now (None:
+        nothing known, so only the newest points go). A small file read, as
+        the ledger's on a target's first poll."""
+        if self._store is None:
+            return None
+        delivered = self._store.load(key)
+        if delivered is not None:
+            self._delivered[key] = delivered
+        return delivered
+
+    def room(self) -> int:
+        """Points the queue takes before it drops any (a backfill waits for room)."""
+        return self.queue.max_points - len(self.queue) - self._in_flight
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -212,6 +280,7 @@ class OtlpSink:
             with self._lock:
                 self.queue.take(len(self.queue))
             self._in_flight = 0
+        self.save_state()  # what the flush delivered; what was dropped is sent again after a restart
         self._update_queue_gauge()
         self.transport.shutdown()
 
@@ -249,7 +318,8 @@ class OtlpSink:
 
     async def _send_one_batch(self) -> Outcome:
         with self._lock:
-            batch = self.queue.take(self.config.max_batch_points)
+            items = self.queue.take(self.config.max_batch_points)
+        batch = [item for item in items if type(item) is not Mark]
         self._in_flight = len(batch)
         started = time.monotonic()
         try:
@@ -266,15 +336,49 @@ class OtlpSink:
         elif outcome.retryable:
             self.metrics.otlp_exported_points.labels("retryable").inc(size)
             with self._lock:
-                self._drop("queue_full", self.queue.put_back(batch))
+                self._drop("queue_full", self.queue.put_back(items))
             self._log_failure(outcome, f"retrying; {len(self.queue)} point(s) queued")
         else:
             if outcome.reason != "invalid":
                 self.metrics.otlp_exported_points.labels("rejected").inc(size)
             self._drop("invalid" if outcome.reason == "invalid" else "rejected", size)
             self._log_failure(outcome, f"{size} point(s) dropped (not retryable)")
+        if outcome.ok or not outcome.retryable:
+            await self._delivered_up_to([item for item in items if type(item) is Mark])
         self._update_queue_gauge()
         return outcome
+
+    async def _delivered_up_to(self, marks: list[Mark]) -> None:
+        """Every point before these marks is done with: remember, and save in
+        the worker thread, what the collector now has."""
+        if not marks or self._store is None:
+            return
+        with self._lock:
+            for mark in marks:
+                if mark.key in self._sent:  # not removed meanwhile
+                    self._delivered[mark.key] = mark.sent
+                    self._unsaved.add(mark.key)
+        await in_daemon_thread(self.save_state)
+
+    def save_state(self) -> None:
+        """Write the delivered times of every target changed since the last
+        save; a failure is logged and retried with the next batch."""
+        if self._store is None:
+            return
+        with self._saving:
+            self._save_changed(self._store)
+
+    def _save_changed(self, store: SentStateStore) -> None:
+        with self._lock:
+            todo = {key: self._delivered[key] for key in self._unsaved if key in self._delivered}
+            self._unsaved.clear()
+        for key, sent in todo.items():
+            try:
+                store.save(key, sent)
+            except OSError as exc:
+                log.error("cannot save OTLP state of %s to %s: %s", key, store.path_for(key), exc)
+                with self._lock:
+                    self._unsaved.add(key)
 
     def _export(self, batch: list[Point]) -> Outcome:
         """In the worker thread: encode, then send; never raises."""

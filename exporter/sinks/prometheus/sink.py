@@ -45,6 +45,8 @@ class PrometheusSink:
     def publish(self, snapshot: Snapshot) -> None:
         """Render and swap in a target's blocks. Raises (changing nothing)
         when its vendor series cannot be rendered."""
+        if snapshot.change is Change.HISTORY:
+            return  # a backfill's past points: /metrics shows the present only
         key = snapshot.key
         vendor = render_blocks(snapshot.samples) if snapshot.change is Change.POLLED else None
         own = render_blocks(snapshot.own)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from exporter.ledger.registry import series_key
-from exporter.model import Family, Kind, Labels, Sample, SummaryValue
+from exporter.model import Family, Kind, Labels, Sample, SummaryValue, Value
 from exporter.sources.flux.config import QUANTILES, UNITS
 from exporter.sources.kit.naming import metric_name, with_unit
 from exporter.sources.kit.periods import Grid
@@ -163,21 +163,47 @@ def metric_samples(metric: Metric, fams: Families, fresh: FreshAnswer | None, ba
             for aggregation, family in fams.gauges.items():
                 newest = latest(buckets, aggregation, fresh.current) if fresh is not None else None
                 if newest is not None:
-                    samples.append(Sample(family, full, newest[1] / fams.divisor, timestamp=newest[0]))
+                    samples.append(Sample(family, full, newest[1] / fams.divisor, timestamp=newest[0],
+                                          history=earlier(buckets, aggregation, newest[0], fams.divisor)))
         elif metric.type == "set":
-            if "count" in fams.gauges and fresh is not None and labels in result:
-                samples.append(Sample(fams.gauges["count"], full, last.get("count", 0.0), timestamp=last_start))
+            if "count" in fams.gauges and last_start is not None and labels in result:
+                samples.append(Sample(fams.gauges["count"], full, last.get("count", 0.0), timestamp=last_start,
+                                      history=earlier(buckets, "count", last_start)))
         elif metric.type == "distribution":
-            for aggregation, family in fams.gauges.items():
-                if aggregation in last:
-                    samples.append(Sample(family, full, last[aggregation] / fams.divisor, timestamp=last_start))
-            if fams.summary is not None:
-                quantiles = tuple((q, last[a] / fams.divisor) for a, q in QUANTILES.items()
-                                  if a in metric.aggregations and a in last)
-                count = totals.get(series_key(fams.count, labels), 0.0) if fams.count is not None else None
-                total = totals.get(series_key(fams.sum, labels), 0.0) if fams.sum is not None else None
-                if quantiles or count is not None or total is not None:
-                    samples.append(Sample(fams.summary, full, SummaryValue(quantiles, count, total), created=created))
+            samples += distribution_samples(metric, fams, full, buckets, last_start,
+                                            totals.get(series_key(fams.count, labels), 0.0) if fams.count else None,
+                                            totals.get(series_key(fams.sum, labels), 0.0) if fams.sum else None,
+                                            created)
+    return samples
+
+
+def distribution_samples(metric: Metric, fams: Families, labels: Labels, buckets: dict[float, dict[str, float]],
+                         last_start: float | None, count: float | None, total: float | None,
+                         created: float) -> list[Sample]:
+    """A distribution's min/max/avg gauges and its summary: quantiles of the
+    latest complete bucket (earlier complete buckets as history), `_count` and
+    `_sum` from the ledger."""
+    samples: list[Sample] = []
+    last = buckets.get(last_start, {}) if last_start is not None else {}
+    for aggregation, family in fams.gauges.items():
+        if aggregation in last and last_start is not None:
+            samples.append(Sample(family, labels, last[aggregation] / fams.divisor, timestamp=last_start,
+                                  history=earlier(buckets, aggregation, last_start, fams.divisor)))
+    if fams.summary is None:
+        return samples
+    asked = [(a, q) for a, q in QUANTILES.items() if a in metric.aggregations]
+
+    def quantiles(values: dict[str, float]) -> tuple[tuple[float, float], ...]:
+        return tuple((q, values[a] / fams.divisor) for a, q in asked if a in values)
+
+    now = quantiles(last)
+    if now or count is not None or total is not None:
+        history: tuple[tuple[float, Value], ...] = ()
+        if now and last_start is not None:
+            history = tuple((start, SummaryValue(quantiles(buckets[start]))) for start in sorted(buckets)
+                            if start < last_start and quantiles(buckets[start]))
+        samples.append(Sample(fams.summary, labels, SummaryValue(now, count, total), created=created,
+                              timestamp=last_start if now else None, history=history))
     return samples
 
 
@@ -189,6 +215,15 @@ def own_samples(base: Labels, dialect: str | None, planned: int, completed: int)
     samples.append(Sample(PLANNED, base, float(planned)))
     samples.append(Sample(COMPLETED, base, float(completed)))
     return samples
+
+
+def earlier(buckets: dict[float, dict[str, float]], aggregation: str, before: float,
+            divisor: float = 1.0) -> tuple[tuple[float, Value], ...]:
+    """`(start, value)` of every bucket before `before` that has `aggregation`,
+    oldest first: the history push sinks receive of a bucket's value (each
+    complete bucket once, at its own time)."""
+    return tuple((start, buckets[start][aggregation] / divisor) for start in sorted(buckets)
+                 if start < before and aggregation in buckets[start])
 
 
 def latest(buckets: dict[float, dict[str, float]], aggregation: str, before: float) -> tuple[float, float] | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from exporter.errors import PollError
@@ -46,6 +47,7 @@ from exporter.sources.flux.families import (
     metric_samples,
     own_samples,
 )
+from exporter.sources.flux.history import CHUNK, complete_buckets, metric_history
 from exporter.sources.flux.notes import Notes
 from exporter.sources.flux.plan import (
     Cycle,
@@ -216,6 +218,46 @@ class FluxSource(Source[FluxConfig]):
             raise
         cycle.completed += 1
         return payload
+
+    # --- backfill ---------------------------------------------------------------------------------
+
+    async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill of the account: one metric at a time (see `history.py`);
+        a metric that fails is reported and the others go on, and the target
+        then fails at the end."""
+        start = self.grid.floor(since)
+        start = start if start >= since else self.grid.shift(start, 1)
+        cycle = Cycle(window=start, deadline=math.inf)
+        metrics = await self._plan(cycle)
+        if cycle.abort is not None or (cycle.errors and not metrics):
+            raise cycle.abort or cycle.errors[0]
+        base: Labels = (("account", target.id),)
+        for metric in metrics:
+            try:
+                result = await self._query_range(metric, cycle, start, until)
+            except PollError as exc:
+                cycle.fail(exc)
+                if cycle.abort is not None:
+                    raise
+                continue
+            complete = complete_buckets(result, self.grid, since, until)
+            yield metric_history(metric, families_of(metric, self.config.bucket), complete, base, since, self.grid)
+        if cycle.errors:
+            raise PollError(cycle.errors[0].reason, f"{len(cycle.errors)} metric(s) not backfilled; first: "
+                                                    f"{cycle.errors[0].message}")
+
+    async def _query_range(self, metric: Metric, cycle: Cycle, start: float, until: float) -> Result:
+        result: Result = {}
+        while start < until:
+            if self.dialect.assumed != DOCUMENTED:  # `since` counts back from the server's now: one query
+                cycle.window = start
+                merge(result, await self._query(metric, cycle, self.context.clock()))
+                break
+            end = min(self.grid.shift(start, CHUNK), until)
+            cycle.window = start
+            merge(result, await self._query(metric, cycle, end))
+            start = end
+        return result
 
     # --- plan: which metrics, of which type ------------------------------------------------
 

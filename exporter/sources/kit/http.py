@@ -60,6 +60,8 @@ class HttpClient:
         # Every attempt (retries included) takes a token of the budget, shared
         # by every client on the same key and server; a 429 holds it for all.
         self.budget = budget
+        # Requests sent so far, retries included (a backfill's ETA: what is left, through the budget).
+        self.attempts = 0
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
@@ -145,6 +147,7 @@ class HttpClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, method: str, path: str, params: Params, json_body: Any) -> Sent:
+        self.attempts += 1
         if self.budget is None:
             return await self._send_once(method, path, params, json_body)
         async with self.budget.slot():

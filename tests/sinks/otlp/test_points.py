@@ -315,7 +315,8 @@ def test_summary_is_quantile_gauges_and_non_monotonic_sums() -> None:
         ("s_count", "sum", False, LABELS, 10.0),
         ("s_sum", "sum", False, LABELS, 20.0),
     ]
-    assert {p.time_ns for p in received} == {30_000_000_000}
+    # Quantiles at the vendor's time; _count and _sum (the ledger's totals) at the poll time.
+    assert [p.time_ns for p in received] == [30_000_000_000] * 2 + [40_000_000_000] * 2
 
 
 def test_points_keep_queue_order_within_each_metric() -> None:

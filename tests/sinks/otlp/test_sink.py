@@ -76,10 +76,12 @@ def expected_entries(sample: Sample, poll_time: float) -> dict[tuple[str, Any], 
         return {(name, labels): (when, (counts, finite, value.sum))}
     if isinstance(value, SummaryValue):
         entries = {(name, (*labels, ("quantile", repr(float(q))))): (when, float(v)) for q, v in value.quantiles}
+        # _count and _sum are the ledger's totals: at the poll time, whatever the quantiles' time.
+        polled = round(poll_time * 1e9)
         if value.count is not None:
-            entries[(f"{name}_count", labels)] = (when, float(value.count))
+            entries[(f"{name}_count", labels)] = (polled, float(value.count))
         if value.sum is not None:
-            entries[(f"{name}_sum", labels)] = (when, float(value.sum))
+            entries[(f"{name}_sum", labels)] = (polled, float(value.sum))
         return entries
     return {(sample.family.exposed_name, labels): (when, float(value))}
 
@@ -382,7 +384,9 @@ def test_histograms_and_summaries_on_the_wire(receiver: OtlpReceiver) -> None:
     assert got[("flux_latency_seconds", (("a", "1"), ("quantile", "0.9")))].value == 0.7
     assert got[("flux_latency_seconds_count", (("a", "1"),))].value == 9.0
     assert got[("flux_latency_seconds_sum", (("a", "1"),))].value == 3.0
-    assert got[("flux_latency_seconds_sum", (("a", "1"),))].time_ns == 20 * 10**9
+    # The quantiles at the vendor's bucket time, the ledger's _count and _sum at the poll's.
+    assert got[("flux_latency_seconds", (("a", "1"), ("quantile", "0.9")))].time_ns == 20 * 10**9
+    assert got[("flux_latency_seconds_sum", (("a", "1"),))].time_ns == 30 * 10**9
 
 
 # --- never blocking ---------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def ours(points: list) -> ExportMetricsServiceRequest:  # type: ignore[type-arg]
 def test_the_wire_encoder_sends_what_the_sdk_would_send(groups: list[list[Sample]], data: st.DataObject) -> None:
     samples = [
         dataclasses.replace(sample, timestamp=data.draw(TIMES),
-                            history=tuple(data.draw(st.lists(st.tuples(st.floats(1e9, 2e9), st.floats()), max_size=2))))
+                            history=tuple((when, sample.value) for when in data.draw(
+                                st.lists(st.floats(1e9, 2e9), max_size=2))))
         for group in groups for sample in group
     ]
     points, _ = new_points(samples, data.draw(st.floats(1e9, 2e9)), 1.5e9, {})

@@ -1,187 +1,45 @@
-"""k6 Cloud REST v2 test-run metrics (seed 004; quirks from API_NOTES.md).
+"""`K6CloudSource`: one poll (or one backfill) of one k6 test run; the families it exports.
 
-For each test run (one target) a poll calls:
-
-    GET /loadtests/v2/metrics?test_run_id=R&page=N&page_size=M     all metrics, paged
-    GET /loadtests/v2/series?test_run_id=R&ids[]=..&method=STAT    latest series values
-    GET /loadtests/v2/thresholds?test_run_id=R                      thresholds + their metrics
-    GET /loadtests/v2/run-overviews?test_run_id=R                   run overview
-
-and exports, for example:
-
-    k6_http_req_duration_seconds{test_run_id="103054",stat="0.95",method="GET",url="https://test.k6.io/"} 0.213
-    k6_http_reqs{test_run_id="103054",stat="rps",method="GET",status="200",url="https://test.k6.io/"} 41.5
-    k6_cloud_threshold_failed{test_run_id="103054",threshold="p(95)<500",stat="0.95",metric="http_req_duration"} 0
-    k6_cloud_run_checks{test_run_id="103054",state="succeeded"} 2
-
-Interpretations of the doc (see also docs/metrics.md):
-- `contains: "time"` values are milliseconds (k6 reports trends in ms); they are
-  divided by 1000 and the family gets `_seconds`. `contains: "data"` values are
-  bytes and get `_bytes`. Other `contains` values are exported as sent.
-- A series' `method` (not the one we asked for) becomes the `stat` label, so a
-  server that ignores `method=` still yields correctly labelled series.
-- `values` may be empty (no sample), hold numbers or numeric strings, and are
-  not guaranteed sorted: the point with the newest timestamp wins.
-- Metric ids are ints or strings (`threshold_166100`); both are kept as strings.
-- Thresholds name their run `testrun_id` in lists and `test_run_id` elsewhere;
-  we never need either, the target id is the label.
-- 410, or a 404 without k6's error envelope, means the endpoint itself is gone
-  (the vendor deprecated v2 for v6): reason `retired`. A 404 with the envelope
-  (code 3) is an unknown test run: reason `not_found`.
+The package docstring (`exporter.sources.k6_cloud`) says what is asked and
+exported and how the doc is read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
-import operator
-from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Literal, NotRequired
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PositiveInt,
-    SecretStr,
-    TypeAdapter,
-    field_validator,
-    with_config,
-)
-from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
 
 from exporter.config.source import SourceConfigBase
 from exporter.errors import EndpointRetired, PollError, UpstreamHTTPError
 from exporter.model import Family, Kind, Labels, Sample
 from exporter.sources.base import Source, SourceContext, Target
-from exporter.sources.kit.naming import label_name, metric_name, with_unit
+from exporter.sources.k6_cloud.config import (
+    API,
+    SCALE_BY_CONTAINS,
+    SERIES_ANSWER,
+    UNIT_BY_CONTAINS,
+    K6CloudConfig,
+    K6Metric,
+    K6RunOverview,
+    K6Serie,
+    K6Threshold,
+)
+from exporter.sources.k6_cloud.series import (
+    Grids,
+    Span,
+    _newest,
+    bounded_gather,
+    points_between,
+    tag_labels,
+    timestamp_or_none,
+)
+from exporter.sources.kit.naming import metric_name, with_unit
 from exporter.sources.kit.payloads import coded_error, list_field, parse_payload, read_body
-from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
-
-API = "/loadtests/v2"
-
-# Series `method` values the API accepts per metric type (API_NOTES.md).
-ALLOWED_STATS: dict[str, frozenset[str]] = {
-    "trend": frozenset(
-        {"avg", "min", "max", "mean", "median", "std", "0.75", "0.9", "0.95", "0.99", "0.999", "0.9999"}
-    ),
-    "counter": frozenset({"count", "rps"}),
-    "rate": frozenset({"rate"}),
-    "gauge": frozenset({"value"}),
-}
-DEFAULT_STATS: dict[str, list[str]] = {
-    "trend": ["avg", "0.95", "0.99", "max"],
-    "counter": ["count", "rps"],
-    "rate": ["rate"],
-    "gauge": ["value"],
-}
-# Labels the source sets itself; a k6 tag with one of these keys is exported as `tag_<key>`.
-RESERVED_LABELS = frozenset({"test_run_id", "stat"})
-UNIT_BY_CONTAINS = {"time": "seconds", "data": "bytes"}
-SCALE_BY_CONTAINS = {"time": 0.001}
-
-
-class K6CloudConfig(SourceConfigBase):
-    """`type = "k6_cloud"`: one target per test run."""
-
-    sample: ClassVar[dict[str, Any]] = {"test_run_ids": [103054, 103055]}
-
-    type: Literal["k6_cloud"] = Field(description="k6 Cloud test runs (REST v2)")
-    token: SecretStr | None = Field(default=None, description="API token, sent as `Authorization: Token <token>`")
-    test_run_ids: list[PositiveInt] = Field(min_length=1, description="test runs to follow; each is one target")
-    stats: dict[Literal["trend", "counter", "rate", "gauge"], list[str]] = Field(
-        default_factory=lambda: dict(DEFAULT_STATS),  # type: ignore[arg-type]  # the keys are those literals
-        description="series statistics asked per metric type; a type left out keeps its default. Allowed: trend "
-                    "avg min max mean median std 0.75 0.9 0.95 0.99 0.999 0.9999, counter count rps, rate rate, "
-                    "gauge value",
-    )
-    page_size: int = Field(default=100, ge=1, le=1000, description="page size when listing a run's metrics")
-    series_batch_size: int = Field(default=20, ge=1, le=500, description="metric ids per series request")
-
-    @field_validator("stats")
-    @classmethod
-    def _known_stats(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for metric_type, stats in value.items():
-            unknown = sorted(set(stats) - ALLOWED_STATS[metric_type])
-            if unknown:
-                allowed = ", ".join(sorted(ALLOWED_STATS[metric_type]))
-                raise ValueError(f"{metric_type}: unknown stat(s) {', '.join(unknown)}; allowed: {allowed}")
-        return {**DEFAULT_STATS, **value}
-
-    def target_ids(self) -> list[str]:
-        return [str(run) for run in dict.fromkeys(self.test_run_ids)]
-
-
-# --- upstream payloads ------------------------------------------------------
-
-def _to_str(value: Any) -> Any:
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-
-IdStr = Annotated[str, BeforeValidator(_to_str)]
-
-
-class _Payload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class K6Metric(_Payload):
-    id: IdStr
-    name: str
-    type: str = ""
-    contains: str | None = None
-    tags: dict[str, Any] | None = None
-
-
-# Series answers are the bulk of a poll (thousands of points): they are read
-# straight from the body into TypedDicts (payloads.read_body). Lax float
-# validation takes numbers and numeric strings ("12.5", "NaN") alike, as the
-# API sends both; ids may be ints or strings and are kept as strings.
-class K6Point(TypedDict):
-    timestamp: str | float
-    value: NotRequired[float | None]
-
-
-@with_config(ConfigDict(coerce_numbers_to_str=True))
-class K6Serie(TypedDict):
-    metric_id: str
-    method: NotRequired[str]
-    values: NotRequired[list[K6Point] | None]
-
-
-# "k6-serie" is no identifier: the functional TypedDict form.
-K6SeriesAnswer = TypedDict("K6SeriesAnswer", {"k6-serie": list[K6Serie]})
-SERIES_ANSWER = TypeAdapter(K6SeriesAnswer)
-
-
-class K6Threshold(_Payload):
-    id: IdStr
-    name: str
-    metric_id: IdStr | None = None
-    stat: str = ""
-    value: float | None = None
-    calculated_value: float | None = None
-    tainted: bool | None = False
-
-
-class K6RunOverview(_Payload):
-    checks_hits_successes: float | None = None
-    checks_hits_total: float | None = None
-    checks_successes: float | None = None
-    checks_total: float | None = None
-    http_req_duration_avg: float | None = None
-    http_reqs_avg: float | None = None
-    thresholds_successes: float | None = None
-    thresholds_total: float | None = None
-    urls_hits_successes: float | None = None
-    urls_hits_total: float | None = None
-    urls_successes: float | None = None
-    urls_total: float | None = None
 
 
 # --- families ---------------------------------------------------------------
@@ -231,6 +89,9 @@ class K6CloudSource(Source[K6CloudConfig]):
         # Per run and metric id: its tags and their labels, reused while the
         # tags stay the same (they do for a run's whole life).
         self._tag_labels: dict[str, dict[str, tuple[dict[str, Any], Labels]]] = {}
+        # Per run and series (metric id, stat): the newest time the last poll
+        # saw; the next poll's history starts after it.
+        self._cursors: dict[str, dict[Any, float]] = {}
 
     async def poll(self, target: Target) -> list[Sample]:
         run = target.id
@@ -240,7 +101,16 @@ class K6CloudSource(Source[K6CloudConfig]):
             self._threshold_samples(run),
             self._overview_samples(run),
         )
-        return [*series, *thresholds, *overview]
+        samples, self._cursors[run] = series
+        return [*samples, *thresholds, *overview]
+
+    async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
+        """A backfill of one run: every point of its series (the configured
+        stats) within [since, until], at its time. Thresholds and the run
+        overview have no time series: they are not backfilled."""
+        metrics = await self._list_metrics(target.id)
+        samples, _ = await self._series_samples(target.id, metrics, (since, until))
+        yield samples
 
     # --- requests -----------------------------------------------------------
 
@@ -278,7 +148,12 @@ class K6CloudSource(Source[K6CloudConfig]):
         series: list[K6Serie] = read_body(SERIES_ANSWER, body, "series")["k6-serie"]
         return series
 
-    async def _series_samples(self, run: str, metrics: list[K6Metric]) -> list[Sample]:
+    async def _series_samples(
+        self, run: str, metrics: list[K6Metric], span: Span | None = None
+    ) -> tuple[list[Sample], dict[Any, float]]:
+        """The newest point of every series (live, `span` None: with the points
+        since the previous poll as history), or its points within `span`; and
+        the newest time of each series (the next poll's cursors)."""
         by_id = {m.id: m for m in metrics}
         # Every stat of a metric carries the same tags: turn them into labels once.
         tags = self._labels_of_tags(run, metrics)
@@ -289,14 +164,23 @@ class K6CloudSource(Source[K6CloudConfig]):
                 for start in range(0, len(ids), self.config.series_batch_size):
                     requests.append(self._series(run, stat, ids[start:start + self.config.series_batch_size]))
         samples: list[Sample] = []
-        grids: dict[tuple[Any, ...], int] = {}
-        for batch in await _bounded_gather(requests, limit=4):
+        grids = Grids({}, {})
+        cursors = self._cursors.get(run, {})
+        newest: dict[Any, float] = {}
+        for batch in await bounded_gather(requests, limit=4):
             for serie in batch:
                 metric = by_id.get(serie["metric_id"])
-                sample = self._series_sample(run, metric, tags[metric.id], serie, grids) if metric else None
+                if metric is None:
+                    continue
+                if span is None:
+                    sample = self._series_sample(run, metric, tags[metric.id], serie, grids, cursors)
+                else:
+                    sample = self._series_span(run, metric, tags[metric.id], serie, grids, span)
                 if sample is not None:
                     samples.append(sample)
-        return samples
+                    if sample.timestamp is not None:
+                        newest[(metric.id, serie.get("method", ""))] = sample.timestamp
+        return samples, newest
 
     async def _threshold_samples(self, run: str) -> list[Sample]:
         payload = await self._get("thresholds", [("test_run_id", run)])
@@ -342,21 +226,37 @@ class K6CloudSource(Source[K6CloudConfig]):
     # --- conversion ---------------------------------------------------------
 
     def _series_sample(
-        self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie, grids: dict[tuple[Any, ...], int]
+        self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie, grids: Grids, cursors: dict[Any, float]
     ) -> Sample | None:
-        point = _newest(serie.get("values") or [], grids)
+        points = serie.get("values") or []
+        point = _newest(points, grids.newest)
         raw = point.get("value") if point is not None else None
         if point is None or raw is None:
             return None
-        contains = metric.contains or ""
-        value = raw * SCALE_BY_CONTAINS.get(contains, 1.0)
-        family = self._family(metric.name, metric.type, contains)
-        return Sample(
-            family,
-            (("test_run_id", run), ("stat", serie.get("method", "")), *tags),
-            value,
-            timestamp=_timestamp_or_none(point["timestamp"]),
-        )
+        scale = SCALE_BY_CONTAINS.get(metric.contains or "", 1.0)
+        when = timestamp_or_none(point["timestamp"])
+        history: tuple[tuple[float, float], ...] = ()
+        if when is not None:
+            # Every point since the newest one the previous poll saw, for push
+            # sinks (the OTLP sink sends each it has not sent before).
+            after = cursors.get((metric.id, serie.get("method", "")), -math.inf)
+            history = tuple(points_between(points, grids.lines, after, when, scale))[:-1]
+        return Sample(self._family(metric.name, metric.type, metric.contains or ""),
+                      (("test_run_id", run), ("stat", serie.get("method", "")), *tags),
+                      raw * scale, timestamp=when, history=history)
+
+    def _series_span(
+        self, run: str, metric: K6Metric, tags: Labels, serie: K6Serie, grids: Grids, span: Span
+    ) -> Sample | None:
+        """Every point of a series within `span` (a backfill): the newest as the sample, the others its history."""
+        since, until = span
+        line = points_between(serie.get("values") or [], grids.lines, since - 1e-6, until,
+                       SCALE_BY_CONTAINS.get(metric.contains or "", 1.0))
+        if not line:
+            return None
+        return Sample(self._family(metric.name, metric.type, metric.contains or ""),
+                      (("test_run_id", run), ("stat", serie.get("method", "")), *tags),
+                      line[-1][1], timestamp=line[-1][0], history=tuple(line[:-1]))
 
     def _labels_of_tags(self, run: str, metrics: list[K6Metric]) -> dict[str, Labels]:
         known = self._tag_labels.get(run, {})
@@ -370,6 +270,7 @@ class K6CloudSource(Source[K6CloudConfig]):
 
     def forget(self, target: Target) -> None:
         self._tag_labels.pop(target.id, None)
+        self._cursors.pop(target.id, None)
 
     def _family(self, name: str, metric_type: str, contains: str) -> Family:
         unit = UNIT_BY_CONTAINS.get(contains, "")
@@ -384,58 +285,6 @@ class K6CloudSource(Source[K6CloudConfig]):
             )
             self._families[key] = family
         return family
-
-
-def tag_labels(tags: dict[str, Any]) -> Labels:
-    """k6 tags as labels: keys sanitised, reserved ones prefixed `tag_`, and of
-    two keys that sanitise alike the first in sorted order wins."""
-    out: dict[str, str] = {}
-    for key in sorted(tags):
-        name = label_name(key)
-        if name in RESERVED_LABELS:
-            name = f"tag_{name}"
-        if name in out:
-            continue
-        value = tags[key]
-        out[name] = "" if value is None else value if isinstance(value, str) else json.dumps(value)
-    return tuple(out.items())
-
-
-def _timestamp_or_none(value: str | float) -> float | None:
-    try:
-        return parse_timestamp(value)
-    except ValueError:
-        return None
-
-
-_TIMESTAMP = operator.itemgetter("timestamp")
-
-
-def _newest(points: list[K6Point], grids: dict[tuple[Any, ...], int]) -> K6Point | None:
-    """The point with the newest timestamp (the last of equals); unreadable
-    timestamps count as oldest. The series of one run share a time grid, so
-    the answer is kept per grid (`grids`, one poll's): a series costs a tuple
-    of its timestamps and a lookup, not a parse per point."""
-    if not points:
-        return None
-    stamps = tuple(map(_TIMESTAMP, points))
-    index = grids.get(stamps)
-    if index is None:
-        moments = [_timestamp_or_none(stamp) for stamp in stamps]
-        order = [-math.inf if moment is None else moment for moment in moments]
-        index = grids[stamps] = max(range(len(stamps) - 1, -1, -1), key=order.__getitem__)
-    return points[index]
-
-
-async def _bounded_gather(coroutines: Iterable[Any], limit: int) -> list[Any]:
-    """gather() with at most `limit` requests in flight, to be gentle upstream."""
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(coroutine: Any) -> Any:
-        async with semaphore:
-            return await coroutine
-
-    return await asyncio.gather(*(run(c) for c in coroutines))
 
 
 def classify_error(status: int, body: bytes, path: str) -> PollError | None:
