@@ -30,7 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def simulator() -> Iterator[Simulator]:
-    with Simulator("127.0.0.1:0", seed=7, freeze_time=FROZEN_NOW) as sim:
+    # With the hostile fixtures: the tests check escaping, sanitising and
+    # label collisions on them (the demo never shows them).
+    with Simulator("127.0.0.1:0", seed=7, freeze_time=FROZEN_NOW, hostile_fixtures=True) as sim:
         yield sim
 
 

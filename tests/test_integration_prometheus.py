@@ -35,7 +35,8 @@ def require(tool: str) -> str:
 def simulator() -> Iterator[Simulator]:
     # Frozen at the real present: per-period sources (Bird) compute their
     # windows from the exporter's real clock, so the fake must have data then.
-    with Simulator("127.0.0.1:0", seed=7, freeze_time=time.time()) as sim:
+    # The hostile fixtures: Prometheus must store their label values unchanged.
+    with Simulator("127.0.0.1:0", seed=7, freeze_time=time.time(), hostile_fixtures=True) as sim:
         yield sim
 
 

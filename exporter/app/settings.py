@@ -32,6 +32,9 @@ class SimulatorConfig(StrictModel):
     seed: int = 1
     # Freeze the simulator's clock (epoch seconds) for reproducible output.
     freeze_time: float | None = None
+    # Data only tests want (label values with quotes and newlines, colliding
+    # tag keys): off, the demo looks like a product.
+    hostile_fixtures: bool = False
 
 
 class StateConfig(StrictModel):
