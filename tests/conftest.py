@@ -135,25 +135,39 @@ def samples_of(text: str, family: str) -> dict[tuple[tuple[str, str], ...], floa
 
 
 class ExporterProcess:
-    """`python -m exporter run` as a real child process."""
+    """`python -m exporter run` as a real child process.
 
-    def __init__(self, config: Path, port: int, *args: str) -> None:
+    `env` adds variables (`APIMETRICS_*` overrides); with `log`, its output
+    goes to that file, which a test can read while the process runs."""
+
+    def __init__(self, config: Path, port: int, *args: str, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        output = subprocess.PIPE if log is None else log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config", str(config), *args],
-            stdout=subprocess.PIPE,
+            stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+        if log is not None:
+            output.close()  # the child has its own copy
+
+    def output(self) -> str:
+        """What the process logged so far (with `log`)."""
+        assert self.log is not None, "only with log="
+        return self.log.read_text()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited early:\n{self.proc.stdout.read()}")  # type: ignore[union-attr]
+                early = self.output() if self.log is not None else self.proc.stdout.read()  # type: ignore[union-attr]
+                raise AssertionError(f"exporter exited early:\n{early}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -169,6 +183,8 @@ class ExporterProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.log is not None:
+            return self.output()
         if self.proc.stdout is None:
             return ""
         with self.proc.stdout:
