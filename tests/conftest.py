@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from exporter.cli import simulator_for
 from exporter.model import Change, Snapshot
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 # A fixed instant, so the simulator's time-varying data is reproducible.
 FROZEN_NOW = 1_780_000_000.0
 REPO = Path(__file__).resolve().parent.parent
@@ -189,3 +191,14 @@ class ExporterProcess:
             return ""
         with self.proc.stdout:
             return self.proc.stdout.read()
+
+
+def scrape_openmetrics(url: str) -> str:
+    """/metrics as Prometheus asks for it: OpenMetrics and gzip. The body is
+    gzip members one after the other, which gzip.decompress reads whole
+    (httpx's decoder would stop after the first)."""
+    headers = {"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}
+    with httpx.stream("GET", f"{url}/metrics", headers=headers) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.headers["content-type"].startswith(OPENMETRICS)
+        return gzip.decompress(b"".join(response.iter_raw())).decode()

@@ -18,7 +18,6 @@ seconds instead of minutes. Then:
 
 from __future__ import annotations
 
-import gzip
 import re
 import subprocess
 import time
@@ -33,13 +32,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app.settings import load_settings
 from tests import metrics_doc
-from tests.conftest import REPO, ExporterProcess, free_port, samples_of
+from tests.conftest import OPENMETRICS, REPO, ExporterProcess, free_port, samples_of, scrape_openmetrics
 from tests.otlp_receiver import OtlpReceiver
 from tests.test_integration_prometheus import require
 
 SHIPPED = REPO / "exporter.toml"
 INTERVAL = "10s"
-OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 # Documented families the demo cannot serve, and why. The test fails if one
 # of them is served after all or leaves the documentation.
@@ -164,16 +162,6 @@ def test_promtool_is_silent(demo: Demo) -> None:
     result = subprocess.run([promtool, "check", "metrics"], input=demo.text, capture_output=True, text=True)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
     assert "_created" not in demo.text  # OpenMetrics only
-
-
-def scrape_openmetrics(url: str) -> str:
-    """As Prometheus asks: OpenMetrics and gzip; a body of concatenated gzip
-    members, which gzip.decompress reads whole (httpx would stop at the first)."""
-    headers = {"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}
-    with httpx.stream("GET", f"{url}/metrics", headers=headers) as response:
-        assert response.headers["content-encoding"] == "gzip"
-        assert response.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
-        return gzip.decompress(b"".join(response.iter_raw())).decode()
 
 
 def test_openmetrics_parses_strictly_with_the_same_families(demo: Demo) -> None:
