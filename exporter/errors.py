@@ -12,6 +12,9 @@ secrets and from vendor error bodies, never from request headers.
 
 from __future__ import annotations
 
+import logging
+from typing import ClassVar
+
 # Reasons every target's error counter is initialised with, so that rate() and
 # absent() behave from the first scrape. Sources may add their own reasons.
 BASE_REASONS = (
@@ -31,6 +34,12 @@ BASE_REASONS = (
 
 class PollError(Exception):
     """A poll failed for `reason`; `message` is safe to log."""
+
+    # The level a partial problem of this kind is logged at when it appears
+    # (at DEBUG while it persists). A documented vendor state that is not an
+    # outage (WhatsApp's "not enough data" for a quiet flow) is INFO, so a
+    # healthy setup logs no WARNING.
+    log_level: ClassVar[int] = logging.WARNING
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -142,8 +142,9 @@ class Runner:
             self._publish_now(status, Change.STATUS)
         fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
         status.partial_now.add(error.reason)
-        log.log(logging.WARNING if fresh else logging.DEBUG, "poll of %s/%s: partial failure (%s): %s",
-                source, target, error.reason, error.message,
+        what = "partial failure" if error.log_level >= logging.WARNING else "partial data"
+        log.log(error.log_level if fresh else logging.DEBUG, "poll of %s/%s: %s (%s): %s",
+                source, target, what, error.reason, error.message,
                 extra={"source": source, "target": target, "reason": error.reason})
 
     # --- a poll -------------------------------------------------------------------------------

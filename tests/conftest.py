@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from exporter.cli import simulator_for
 from exporter.model import Change, Snapshot
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 # A fixed instant, so the simulator's time-varying data is reproducible.
 FROZEN_NOW = 1_780_000_000.0
 REPO = Path(__file__).resolve().parent.parent
@@ -30,7 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def simulator() -> Iterator[Simulator]:
-    with Simulator("127.0.0.1:0", seed=7, freeze_time=FROZEN_NOW) as sim:
+    # With the hostile fixtures: the tests check escaping, sanitising and
+    # label collisions on them (the demo never shows them).
+    with Simulator("127.0.0.1:0", seed=7, freeze_time=FROZEN_NOW, hostile_fixtures=True) as sim:
         yield sim
 
 
@@ -133,25 +137,39 @@ def samples_of(text: str, family: str) -> dict[tuple[tuple[str, str], ...], floa
 
 
 class ExporterProcess:
-    """`python -m exporter run` as a real child process."""
+    """`python -m exporter run` as a real child process.
 
-    def __init__(self, config: Path, port: int, *args: str) -> None:
+    `env` adds variables (`APIMETRICS_*` overrides); with `log`, its output
+    goes to that file, which a test can read while the process runs."""
+
+    def __init__(self, config: Path, port: int, *args: str, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.log = log
+        output = subprocess.PIPE if log is None else log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "exporter", "run", "--config", str(config), *args],
-            stdout=subprocess.PIPE,
+            stdout=output,
             stderr=subprocess.STDOUT,
             text=True,
             cwd=REPO,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+        if log is not None:
+            output.close()  # the child has its own copy
+
+    def output(self) -> str:
+        """What the process logged so far (with `log`)."""
+        assert self.log is not None, "only with log="
+        return self.log.read_text()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited early:\n{self.proc.stdout.read()}")  # type: ignore[union-attr]
+                early = self.output() if self.log is not None else self.proc.stdout.read()  # type: ignore[union-attr]
+                raise AssertionError(f"exporter exited early:\n{early}")
             try:
                 if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
@@ -167,6 +185,8 @@ class ExporterProcess:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+        if self.log is not None:
+            return self.output()
         if self.proc.stdout is not None and not self.proc.stdout.closed:
             with self.proc.stdout:
                 self._output = self.proc.stdout.read()
@@ -196,3 +216,14 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     later = items[items.index(item) + 1:]
     if not any("alerting_stack" in getattr(other, "fixturenames", ()) for other in later):
         _ALERTING_STACKS.pop().close()  # type: ignore[attr-defined]
+
+
+def scrape_openmetrics(url: str) -> str:
+    """/metrics as Prometheus asks for it: OpenMetrics and gzip. The body is
+    gzip members one after the other, which gzip.decompress reads whole
+    (httpx's decoder would stop after the first)."""
+    headers = {"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}
+    with httpx.stream("GET", f"{url}/metrics", headers=headers) as response:
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.headers["content-type"].startswith(OPENMETRICS)
+        return gzip.decompress(b"".join(response.iter_raw())).decode()

@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 from exporter.simulator.k6_cloud import HOSTILE_URL, UNICODE_URL
-from tests.conftest import ExporterProcess, free_port, k6_config, write_config
+from tests.conftest import ExporterProcess, free_port, k6_config, scrape_openmetrics, write_config
 from tests.sources.test_bird import bird_config
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,8 @@ def require(tool: str) -> str:
 def simulator() -> Iterator[Simulator]:
     # Frozen at the real present: per-period sources (Bird) compute their
     # windows from the exporter's real clock, so the fake must have data then.
-    with Simulator("127.0.0.1:0", seed=7, freeze_time=time.time()) as sim:
+    # The hostile fixtures: Prometheus must store their label values unchanged.
+    with Simulator("127.0.0.1:0", seed=7, freeze_time=time.time(), hostile_fixtures=True) as sim:
         yield sim
 
 
@@ -147,3 +149,10 @@ def test_openmetrics_exposition_parses_strictly(exporter: ExporterProcess) -> No
     families = {f.name: f for f in openmetrics_families(body)}
     assert families["apimetrics_poll_errors"].type == "counter"
     assert families["k6_cloud_threshold_failed"].type == "gauge"
+    # As Prometheus scrapes it (gzip members), with the text format's families
+    # and the hostile label values intact.
+    text = httpx.get(f"{exporter.url}/metrics", headers={"Accept-Encoding": "identity"}).text
+    scraped = {f.name: f for f in openmetrics_families(scrape_openmetrics(exporter.url))}
+    assert {name: f.type for name, f in scraped.items()} == {f.name: f.type for f in text_string_to_metric_families(text)}
+    urls = {s.labels.get("url") for s in scraped["k6_http_req_duration_seconds"].samples}
+    assert {HOSTILE_URL, UNICODE_URL} <= urls

@@ -86,7 +86,7 @@ def test_per_target_cap_keeps_existing_series(simulator: Simulator, tmp_path: Pa
 
 
 def test_global_cap(simulator: Simulator, tmp_path: Path) -> None:
-    # Run 103054 exports 45 series, 103056 over 600: capped at 100 each, 120 together.
+    # Run 103054 exports 64 series, 103056 over 600: capped at 100 each, 120 together.
     text = "[limits]\nmax_series = 120\n" + k6_config(simulator, [103054, 103056], extra="max_series = 100")
     app, _ = poll_once(settings_from(tmp_path, text))
     series = samples_of(exposition(app), "apimetrics_target_series")

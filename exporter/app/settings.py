@@ -35,6 +35,9 @@ class SimulatorConfig(StrictModel):
     seed: int = Field(default=1, description="its data is deterministic from the seed")
     freeze_time: float | None = Field(default=None, description="freeze the simulator's clock at this instant "
                                                                 "(epoch seconds) for reproducible output")
+    # Data only tests want (label values with quotes and newlines, colliding
+    # tag keys): off, the demo looks like a product.
+    hostile_fixtures: bool = Field(default=False, description="serve the test fixtures (hostile label values)")
 
 
 class StateConfig(StrictModel):

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--listen", default="127.0.0.1:9688", help="host:port (default 127.0.0.1:9688)")
     simulate.add_argument("--seed", type=int, default=1)
     simulate.add_argument("--freeze-time", type=float, default=None, help="fixed epoch seconds for the clock")
+    simulate.add_argument("--hostile-fixtures", action="store_true",
+                          help="add test fixtures to the data (label values with quotes, newlines, colliding keys)")
     return parser
 
 

@@ -24,7 +24,8 @@ def simulator_for(settings: Settings) -> Iterator[str | None]:
     from exporter.simulator import Simulator
 
     sim = settings.simulator
-    with Simulator(sim.listen, seed=sim.seed, freeze_time=sim.freeze_time) as simulator:
+    with Simulator(sim.listen, seed=sim.seed, freeze_time=sim.freeze_time,
+                   hostile_fixtures=sim.hostile_fixtures) as simulator:
         log.info("simulator serving the vendor APIs on %s", simulator.url)
         yield simulator.url
 

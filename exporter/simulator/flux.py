@@ -20,10 +20,11 @@ Bearer` or `X-API-Key` (401 `{"error": "Missing API key"}` / `{"error":
 
 The data: every metric has one series per combination of its tag values, and
 every series has deterministic raw events per minute (gauges two readings,
-counters increments of 1–3, distributions 0–6 observations, sets 0–4 member
-ids). Aggregations are computed from those events, so buckets of any size,
-filters and groups agree with each other; only events up to the simulator
-clock exist, so the open bucket grows.
+counters increments of 1–3, distributions 1–6 observations, none in a share
+`idle` of minutes (0 for the demo's metrics), sets 0–4 member ids).
+Aggregations are computed from those events, so buckets of any size, filters
+and groups agree with each other; only events up to the simulator clock
+exist, so the open bucket grows.
 
 A limiter per API key allows `rate_limit` requests in any window of
 `rate_window` seconds (60 per 60 s, the documented query limit; it counts
@@ -74,6 +75,9 @@ class FakeMetric:
     unit: str = ""
     description: str = ""
     level: float = 100.0  # typical value: gauges' level, distributions' median
+    # Distributions: the share of minutes with no observation (their min, max,
+    # avg and quantiles are then absent). The demo's are busy: none.
+    idle: float = 0.15
 
     def series(self) -> list[tuple[tuple[str, str], ...]]:
         keys = sorted(self.tags)
@@ -82,19 +86,20 @@ class FakeMetric:
 
 DEFAULT_METRICS = (
     FakeMetric("api.response_time", "distribution",
-               {"endpoint": ("/users", "/orders"), "method": ("GET", "POST")}, "ms", "API response time", 120.0),
+               {"endpoint": ("/users", "/orders"), "method": ("GET", "POST")}, "ms", "API response time", 120.0,
+               idle=0.0),
     FakeMetric("api.requests", "counter", {"endpoint": ("/users", "/orders"), "status": ("200", "500")},
                "", "API requests"),
     FakeMetric("users.online", "gauge", {"region": ("eu", "us")}, "", "Users online", 240.0),
     FakeMetric("daily_active_users", "set", {"plan": ("free", "pro")}, "", "Distinct active users"),
     FakeMetric("queue.depth", "gauge", {}, "", "Jobs waiting", 12.0),
-    FakeMetric("payload.size", "distribution", {}, "bytes", "Request body size", 2048.0),
+    FakeMetric("payload.size", "distribution", {}, "bytes", "Request body size", 2048.0, idle=0.0),
 )
 
 
 @functools.lru_cache(maxsize=500_000)
 def events(seed: int, name: str, kind: str, level: float, series: tuple[tuple[str, str], ...],
-           minute: int) -> tuple[tuple[float, float | str], ...]:
+           minute: int, idle: float = 0.15) -> tuple[tuple[float, float | str], ...]:
     """The raw events of one series in one minute: `(time, value)` pairs."""
     rng = random.Random(f"{seed}|{name}|{series}|{minute}")
     start = minute * 60.0
@@ -107,7 +112,7 @@ def events(seed: int, name: str, kind: str, level: float, series: tuple[tuple[st
         n = rng.randint(0, 8)
         return tuple((start + (j + 0.5) * 60 / n, float(rng.randint(1, 3))) for j in range(n))
     if kind == "distribution":
-        n = 0 if rng.random() < 0.15 else rng.randint(1, 6)
+        n = 0 if rng.random() < idle else rng.randint(1, 6)
         return tuple((start + (j + 0.5) * 60 / n, round(rng.lognormvariate(math.log(level), 0.5), 2))
                      for j in range(n))
     n = rng.randint(0, 4)  # set
@@ -203,7 +208,8 @@ class FluxFake:
                 continue
             group = timed.setdefault(",".join(tags.get(k, "") for k in group_by), {})
             for minute in range(math.floor(start / 60), math.ceil(end / 60)):
-                for ts, value in events(self.sim.seed, metric.name, metric.type, metric.level, series, minute):
+                for ts, value in events(self.sim.seed, metric.name, metric.type, metric.level, series, minute,
+                                        metric.idle):
                     if start <= ts < end:
                         group.setdefault(ts - ts % seconds, []).append((ts, value))
         # Values in time order (for `last`), without their times.

@@ -2,14 +2,18 @@
 
 Three test runs, deterministic from the seed and time-varying with the clock:
 
-- 103054: running for 30 minutes; URLs with hostile tag values (quotes, a
-  newline, unicode, a backslash), a tag key that needs sanitising, a tag
-  named like one of our labels, an integer metric id, values sent as strings,
-  and a series with no values;
+- 103054: running for 30 minutes against test.k6.io (home, news and login
+  pages, a share of logins refused with 403), an integer metric id and
+  values sent as JSON strings, as the API does;
 - 103055: finished an hour ago (its series stop at its end);
 - every series holds a point every 15 s from its run's start (at most the
   newest hour of them);
 - 103056: 150 metrics, to exercise paging and batching.
+
+With `hostile_fixtures` (tests only, never the demo) run 103054 also has
+URLs with hostile tag values (quotes, a newline, unicode, a backslash), a tag
+key that needs sanitising, a tag named like one of our labels and a metric
+whose series has no values.
 
 Like the real API: `Authorization: Token <t>` (401 with codes 5/6), 404 with
 code 3 for an unknown run or metric, 400 with code 2 and `field_errors` for bad
@@ -47,8 +51,10 @@ STATS = {
 }
 DEFAULT_METHOD = {"trend": "avg", "counter": "count", "rate": "rate", "gauge": "value"}
 
+# Tag values of the hostile fixtures (see hostile_metrics).
 HOSTILE_URL = 'https://test.k6.io/login?next="/my account"\nline2'
 UNICODE_URL = "https://test.k6.io/ünïcödé/路径\\back"
+EMPTY_METRIC = "ws_session_duration"
 
 
 @dataclass
@@ -101,23 +107,29 @@ def _metric(run: int, name: str, type_: str, contains: str, tags: dict[str, str]
     return FakeMetric(_hex(run, name, sorted(tags.items())), name, type_, contains, tags, base, **kw)
 
 
-def build_runs(anchor: float) -> dict[int, FakeRun]:
-    home = {"method": "GET", "status": "200", "url": "https://test.k6.io/"}
-    login = {"method": "POST", "status": "400", "url": HOSTILE_URL, "expected_response": "false"}
-    odd = {"method": "GET", "status": "200", "url": UNICODE_URL, "my-tag.name": 'va"l\\ue', "stat": "collides"}
+def build_runs(anchor: float, hostile: bool = False) -> dict[int, FakeRun]:
+    home = {"method": "GET", "status": "200", "url": "https://test.k6.io/", "expected_response": "true"}
+    news = {"method": "GET", "status": "200", "url": "https://test.k6.io/news.php", "expected_response": "true"}
+    login = {"method": "POST", "status": "200", "url": "https://test.k6.io/login.php", "expected_response": "true"}
+    refused = {**login, "status": "403", "expected_response": "false"}
     live = FakeRun(103054, anchor - 1800, None)
     live.metrics = [
         _metric(103054, "http_req_duration", "trend", "time", home, 120.0),
+        _metric(103054, "http_req_duration", "trend", "time", news, 180.0),
         _metric(103054, "http_req_duration", "trend", "time", login, 340.0),
-        _metric(103054, "http_req_duration", "trend", "time", odd, 80.0),
+        _metric(103054, "http_req_duration", "trend", "time", refused, 90.0),
         _metric(103054, "http_reqs", "counter", "default", home, 40.0),
-        _metric(103054, "http_reqs", "counter", "default", login, 3.0, strings=True),
+        _metric(103054, "http_reqs", "counter", "default", news, 20.0),
+        _metric(103054, "http_reqs", "counter", "default", login, 8.0),
+        _metric(103054, "http_reqs", "counter", "default", refused, 0.4, strings=True),
         _metric(103054, "iteration_duration", "trend", "time", {}, 1500.0),
         _metric(103054, "checks", "rate", "default", {"check": "status is 200"}, 0.97),
-        _metric(103054, "http_req_failed", "rate", "default", {}, 0.02, empty=True),
+        _metric(103054, "http_req_failed", "rate", "default", {}, 0.02),
         _metric(103054, "data_received", "counter", "data", {}, 52000.0, strings=True),
         FakeMetric(4242, "vus", "gauge", "default", {}, 50.0),
     ]
+    if hostile:
+        live.metrics += hostile_metrics()
     live.thresholds = [
         FakeThreshold(166100, "p(95)<500", "http_req_duration", "0.95", 500.0, "time", False),
         FakeThreshold(166101, "rate<0.01", "http_req_failed", "rate", 0.01, "default", True),
@@ -133,10 +145,23 @@ def build_runs(anchor: float) -> dict[int, FakeRun]:
     wide = FakeRun(103056, anchor - 600, None)
     wide.metrics = [
         _metric(103056, "http_req_duration", "trend", "time",
-                {"method": "GET", "status": "200", "url": f"https://test.k6.io/page/{i}"}, 50.0 + i)
+                {**home, "url": f"https://test.k6.io/pi.php?decimals={i}"}, 50.0 + i)
         for i in range(150)
     ]
     return {run.id: run for run in (live, done, wide)}
+
+
+def hostile_metrics() -> list[FakeMetric]:
+    """Test fixtures for escaping, sanitising and label collisions: what a
+    careless test script can send, not what a demo should show."""
+    login = {"method": "POST", "status": "400", "url": HOSTILE_URL, "expected_response": "false"}
+    odd = {"method": "GET", "status": "200", "url": UNICODE_URL, "my-tag.name": 'va"l\\ue', "stat": "collides"}
+    return [
+        _metric(103054, "http_req_duration", "trend", "time", login, 340.0),
+        _metric(103054, "http_req_duration", "trend", "time", odd, 80.0),
+        _metric(103054, "http_reqs", "counter", "default", login, 3.0, strings=True),
+        _metric(103054, EMPTY_METRIC, "trend", "time", {}, 900.0, empty=True),
+    ]
 
 
 class K6CloudFake:
@@ -145,7 +170,7 @@ class K6CloudFake:
     def __init__(self, simulator: Simulator) -> None:
         self.sim = simulator
         anchor = math.floor(simulator.started_at / 60) * 60
-        self.runs = build_runs(anchor)
+        self.runs = build_runs(anchor, hostile=simulator.hostile_fixtures)
         self.routes: list[tuple[str, re.Pattern[str], Any]] = [
             ("GET", re.compile(r"/loadtests/v2/metrics"), self.list_metrics),
             ("GET", re.compile(r"/loadtests/v2/metrics/(?P<id>[^/]+)"), self.read_metric),

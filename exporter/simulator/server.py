@@ -3,6 +3,8 @@
 Each vendor fake lives under its own path prefix (`/k6/...`), so one server
 serves every source: a source's simulated base URL is `{url}/{prefix}`.
 
+`hostile_fixtures=True` adds data that only tests want (see the k6 fake).
+
 Control endpoints, for tests and demos (JSON):
 
     POST   /_sim/faults     {"path": "regex",
@@ -55,8 +57,11 @@ REQUEST_LOG = 2000
 
 class Simulator:
     def __init__(self, listen: str = "127.0.0.1:0", seed: int = 1, freeze_time: float | None = None,
-                 request_log: int = REQUEST_LOG) -> None:
+                 request_log: int = REQUEST_LOG, hostile_fixtures: bool = False) -> None:
         self.seed = seed
+        # Test fixtures in the data (k6 tag values with quotes, newlines and
+        # colliding keys): the tests turn them on, the demo never shows them.
+        self.hostile_fixtures = hostile_fixtures
         self.clock = Clock(freeze_time)
         self.started_at = self.clock()
         fakes: list[Vendor] = [K6CloudFake(self), BirdFake(self), PlutoFake(self), WhatsAppFlowsFake(self),

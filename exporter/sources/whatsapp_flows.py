@@ -128,6 +128,16 @@ _NOT_ENOUGH = re.compile(r"not enough data|fewer than 250|insufficient data", re
 _REMOVED = re.compile(r"unknown path components|nonexisting field \(metric\)", re.IGNORECASE)
 
 
+class InsufficientData(PollError):
+    """Graph refused a metric of a flow with fewer than 250 requests: a
+    documented state of a new or quiet flow, logged at INFO when it appears."""
+
+    log_level = logging.INFO
+
+    def __init__(self, message: str) -> None:
+        super().__init__(INSUFFICIENT_DATA, message)
+
+
 def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
@@ -284,7 +294,10 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         if refused:
             # One partial problem per poll, like one failure per failed poll.
             first = next(iter(refused.values()))
-            self.report(target, PollError(INSUFFICIENT_DATA, f"{', '.join(refused)} refused: {first.message}"))
+            self.report(target, InsufficientData(
+                f"the flow has fewer than 250 endpoint requests, so WhatsApp computes no {', '.join(refused)} "
+                "for it yet. Not an outage: the target stays up and whatsapp_flow_metrics_insufficient_data "
+                f"is 1 for these metrics until the flow has enough traffic. The vendor's answer: {first.message}"))
 
         base: Labels = (("flow_id", target.id),)
         if asked.start is None:
@@ -489,8 +502,7 @@ def classify_error(status: int, body: bytes, where: str, api_version: str) -> Po
     elif code == 12 or (code in (100, 2500) and _REMOVED.search(message)) or (status in (404, 410) and code != 803):
         return EndpointRetired(f"{text}: {_retired_note(api_version)}")
     elif code == 100 and _NOT_ENOUGH.search(message):
-        return PollError(INSUFFICIENT_DATA, f"{text}: the flow has fewer than 250 endpoint requests, "
-                                            "so the vendor has no metrics for it yet")
+        return InsufficientData(text)
     elif (code == 100 and subcode == 33) or code == 803:
         reason = "not_found"
     else:

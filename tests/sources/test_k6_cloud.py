@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.simulator import SIMULATOR_TOKEN, Fault, Simulator
-from exporter.simulator.k6_cloud import HOSTILE_URL, UNICODE_URL
+from exporter.simulator.k6_cloud import EMPTY_METRIC, HOSTILE_URL, UNICODE_URL
 from exporter.sources.k6_cloud import _newest
 from exporter.sources.kit.timeparse import parse_timestamp
 from tests.conftest import exposition, k6_config, poll_once, samples_of, settings_from
@@ -88,13 +88,18 @@ def test_time_metrics_are_converted_from_milliseconds(simulator: Simulator, tmp_
 
 
 def test_hostile_tag_values_survive_escaping(simulator: Simulator, tmp_path: Path) -> None:
-    app, _ = poll_once(settings_from(tmp_path, k6_config(simulator, [103054])))
-    series = samples_of(exposition(app), "k6_http_req_duration_seconds")
+    app, ok = poll_once(settings_from(tmp_path, k6_config(simulator, [103054])))
+    assert ok
+    text = exposition(app)
+    series = samples_of(text, "k6_http_req_duration_seconds")
     urls = {dict(labels)["url"] for labels in series}
     assert {HOSTILE_URL, UNICODE_URL} <= urls
     odd = next(dict(labels) for labels in series if dict(labels)["url"] == UNICODE_URL)
     assert odd["my_tag_name"] == 'va"l\\ue'
     assert odd["tag_stat"] == "collides"  # a tag may not overwrite our own `stat` label
+    # A metric whose series has no values makes no series, and fails nothing.
+    assert any(m["name"] == EMPTY_METRIC for m in api(simulator, "metrics", [("test_run_id", 103054), ("page_size", 100)])["k6-metrics"])
+    assert f"k6_{EMPTY_METRIC}" not in text
 
 
 def test_thresholds_and_overview(simulator: Simulator, tmp_path: Path) -> None:

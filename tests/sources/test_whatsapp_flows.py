@@ -9,6 +9,7 @@ by their own arithmetic. That is the source's promise, stated independently.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import subprocess
 from collections.abc import Iterator
@@ -416,6 +417,7 @@ def test_transient_code_is_retried_then_succeeds(simulator: Simulator, make: Any
 
 def test_insufficient_data_keeps_the_target_up(simulator: Simulator, make: Any,
                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter")
     h = make(wa_config(simulator, flows=[FLOWS[0], QUIET_FLOW]))
     assert h.poll()
     assert up(h, QUIET_FLOW) == 1 and up(h, FLOWS[0]) == 1
@@ -427,8 +429,11 @@ def test_insufficient_data_keeps_the_target_up(simulator: Simulator, make: Any,
         **{(("flow_id", FLOWS[0]), ("metric", m)): 0.0 for m in METRICS},
     }
     assert len([r for r in simulator.requests if QUIET_FLOW in r.path]) == len(METRICS)  # not retried
-    lines = [r.getMessage() for r in caplog.records if "insufficient_data" in r.getMessage()]
-    assert len(lines) == 1 and "fbtrace_id: A" in lines[0] and r"fewer than 250" in lines[0]
+    # A documented state, not an error: explained once, at INFO.
+    (record,) = [r for r in caplog.records if "insufficient_data" in r.getMessage()]
+    assert record.levelno == logging.INFO
+    assert "fbtrace_id: A" in record.getMessage() and "fewer than 250" in record.getMessage()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     # Once the flow has 250 requests, its data comes as usual.
     simulator.clock.frozen += 10 * 86400
@@ -437,6 +442,17 @@ def test_insufficient_data_keeps_the_target_up(simulator: Simulator, make: Any,
     assert gauges[(("flow_id", QUIET_FLOW), ("metric", "ENDPOINT_REQUEST_COUNT"))] == 0
     assert errors_of(h, QUIET_FLOW) == {"insufficient_data": 1}  # not counted again
     assert samples_of(exposition(h.app), "whatsapp_flow_endpoint_requests_total")[(("flow_id", QUIET_FLOW),)] > 0
+
+
+def test_insufficient_data_is_explained_once(simulator: Simulator, make: Any,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter")
+    h = make(wa_config(simulator, flows=[QUIET_FLOW]))
+    for _ in range(3):
+        assert h.poll()
+    levels = [r.levelno for r in caplog.records if "insufficient_data" in r.getMessage()]
+    assert levels == [logging.INFO, logging.DEBUG, logging.DEBUG]
+    assert errors_of(h, QUIET_FLOW) == {"insufficient_data": 3}  # still counted at every poll
 
 
 def test_one_refused_metric_does_not_stop_the_others(simulator: Simulator, make: Any) -> None:

@@ -96,7 +96,10 @@ def sample_lines(samples: list[Sample], openmetrics: bool) -> str:
             assert isinstance(value, HistogramValue)
             for bound, count in value.buckets:
                 append(f"{name}_bucket{label_string([*labels, ('le', go_float(bound))])} {go_float(count)}\n")
-            append(f"{name}_count{plain} {go_float(value.count)}\n")
+            # OpenMetrics allows `_count` only beside `_sum`; the +Inf bucket
+            # holds the same value.
+            if value.sum is not None or not openmetrics:
+                append(f"{name}_count{plain} {go_float(value.count)}\n")
             if value.sum is not None:
                 append(f"{name}_sum{plain} {go_float(value.sum)}\n")
         else:
@@ -120,7 +123,7 @@ class Block:
     series: int
     text: bytes
     text_gzip: bytes
-    # Kept only where OpenMetrics differs from text (`_created` lines) and
+    # Kept only where OpenMetrics differs from text (see _differs) and
     # until the OpenMetrics form has been rendered once.
     _samples: list[Sample] | None = field(default=None, repr=False)
     _openmetrics: bytes | None = field(default=None, repr=False)
@@ -162,9 +165,19 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample]) -> list[Block]:
     for group in groups.values():
         family = group[0].family
         text = sample_lines(group, openmetrics=False).encode()
-        needs_openmetrics = family.kind is not Kind.GAUGE and any(s.created is not None for s in group)
-        blocks.append(Block(family, len(group), text, gzip_member(text), group if needs_openmetrics else None))
+        blocks.append(Block(family, len(group), text, gzip_member(text), group if _differs(group) else None))
     return blocks
+
+
+def _differs(group: list[Sample]) -> bool:
+    """Whether a family's OpenMetrics lines differ from its text lines: a
+    `_created` line, or a histogram without `_sum` (so without `_count`)."""
+    kind = group[0].family.kind
+    if kind is Kind.GAUGE:
+        return False
+    if any(s.created is not None for s in group):
+        return True
+    return kind is Kind.HISTOGRAM and any(getattr(s.value, "sum", 0) is None for s in group)
 
 
 EOF_LINE = b"# EOF\n"

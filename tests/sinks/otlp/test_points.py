@@ -42,6 +42,7 @@ from exporter.sinks.otlp.points import (
     translate,
 )
 from exporter.sinks.otlp.transport import resolve
+from tests import metrics_doc
 from tests.conftest import REPO, settings_from
 from tests.otlp_receiver import decode
 
@@ -156,19 +157,16 @@ def simulator_families() -> set[Family]:
     return families
 
 
-DOC_ROW = re.compile(r"^\|\s*`([a-zA-Z0-9_:<>]+)`\s*\|\s*(gauge|counter|histogram|summary)\s*\|\s*([^|]*)\|")
-
-
 def documented_families() -> set[Family]:
+    """The families named in docs/metrics.md's rendered tables; patterns
+    (`k6_<name>`) are covered by the simulator run."""
     families = set()
-    for line in (REPO / "docs" / "metrics.md").read_text().splitlines():
-        match = DOC_ROW.match(line)
-        if match is None or "<" in match.group(1):
-            continue  # dynamic names (k6_<name>) are covered by the simulator run
-        name, kind = match.group(1), Kind(match.group(2))
-        if kind is Kind.COUNTER:
-            name = name.removesuffix("_total")
-        families.add(Family(name, kind, "", match.group(3).strip()))
+    for row in metrics_doc.documented_families():
+        if row.is_pattern:
+            continue
+        kind = Kind(row.kind)
+        name = row.name.removesuffix("_total") if kind is Kind.COUNTER else row.name
+        families.add(Family(name, kind, "", row.unit))
     return families
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -89,7 +91,8 @@ class Reference(Collector):
                     for bound, count in s.value.buckets:
                         le = "+Inf" if math.isinf(bound) else repr(bound)
                         metric.add_sample(family.name + "_bucket", {**labels, "le": le}, count)
-                    metric.add_sample(family.name + "_count", labels, s.value.buckets[-1][1])
+                    if s.value.sum is not None or not self.with_created:  # OpenMetrics: _count only with _sum
+                        metric.add_sample(family.name + "_count", labels, s.value.buckets[-1][1])
                     if s.value.sum is not None:
                         metric.add_sample(family.name + "_sum", labels, s.value.sum)
                 else:
@@ -133,6 +136,34 @@ def test_openmetrics_equals_prometheus_client(groups: list[list[Sample]]) -> Non
     assert body == reference(groups, openmetrics=True)
     gz = b"".join(store.parts(openmetrics=True, compressed=True))
     assert gzip.decompress(gz) + b"# EOF\n" == reference(groups, openmetrics=True)
+
+
+def whole_counts(groups: list[list[Sample]]) -> list[list[Sample]]:
+    """The same samples with whole histogram bucket counts and summary
+    counts, as OpenMetrics requires of them (and as vendors send them)."""
+    out = []
+    for group in groups:
+        samples = []
+        for s in group:
+            value = s.value
+            if isinstance(value, HistogramValue):
+                value = HistogramValue(tuple((b, float(math.floor(c))) for b, c in value.buckets), value.sum)
+            elif isinstance(value, SummaryValue) and value.count is not None:
+                value = SummaryValue(value.quantiles, float(math.floor(value.count)), value.sum)
+            samples.append(replace(s, value=value))
+        out.append(samples)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(families())
+def test_openmetrics_parses_with_the_strict_parser(groups: list[list[Sample]]) -> None:
+    """prometheus_client's OpenMetrics parser checks what its writer does not:
+    e.g. a histogram's `_count` only beside its `_sum`."""
+    groups = whole_counts(groups)
+    body = b"".join(stored(groups).parts(openmetrics=True, compressed=False)) + b"# EOF\n"
+    parsed = {f.name: f.type for f in openmetrics_families(body.decode())}
+    assert parsed == {g[0].family.name: g[0].family.kind.value for g in groups}
 
 
 def test_one_family_from_many_targets_has_one_header() -> None:
