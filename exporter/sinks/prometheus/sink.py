@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 OPENMETRICS = "application/openmetrics-text"
 VENDOR, OWN = 0, 1
+# Largest body compressed per request for clients that are not scrapers.
+COMPRESS_FOR_HUMANS = 4 * 1024 * 1024
 
 
 class PrometheusSink:
@@ -75,9 +77,8 @@ class PrometheusSink:
         compressed = accepts_gzip(accept_encoding)
         dynamic = registry_text(self.registry, openmetrics)
         headers = {"Content-Type": content_type}
-        if compressed:
-            headers["Content-Encoding"] = "gzip"
         if compressed and asks_like_a_scraper(accept):
+            headers["Content-Encoding"] = "gzip"
             parts = [gzip_member(dynamic), *self.store.parts(openmetrics=openmetrics, compressed=True)]
             if openmetrics:
                 parts.append(EOF_MEMBER)
@@ -85,10 +86,13 @@ class PrometheusSink:
         parts = [dynamic, *self.store.parts(openmetrics=openmetrics, compressed=False)]
         if openmetrics:
             parts.append(EOF_LINE)
-        if compressed:
+        if compressed and sum(map(len, parts)) <= COMPRESS_FOR_HUMANS:
             # Browsers, curl and httpx stop after the first gzip member, so a
             # client that did not ask like a scraper gets one member, compressed
-            # now (humans are rare; this is the slow path).
+            # now. Only for small bodies: compressing a big one on every request
+            # would let any client burn a core; identity is always acceptable
+            # (RFC 9110 12.5.3), so a big body goes out as it is.
+            headers["Content-Encoding"] = "gzip"
             parts = [gzip.compress(b"".join(parts), compresslevel=1, mtime=0)]
         return parts, headers
 
