@@ -25,9 +25,11 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app.reload import plan_reload
 from exporter.app.settings import Settings
+from exporter.app.status import otlp_view, target_views
 from exporter.app.targets import Targets
 from exporter.config.load import ConfigError
 from exporter.ledger.registry import Ledgers
+from exporter.logs import REDACTOR
 from exporter.model import Sink
 from exporter.poller import Chore, Poller
 from exporter.runner import Runner, TargetStatus
@@ -36,6 +38,7 @@ from exporter.sinks.prometheus import PrometheusSink
 from exporter.sources import Target
 from exporter.sources.base import AnySource
 from exporter.web import WebServer
+from exporter.web.status import ProcessView, ReloadView, TargetView
 
 if TYPE_CHECKING:
     from exporter.sinks.otlp.sink import OtlpSink
@@ -97,12 +100,15 @@ class App:
             self.otlp = OtlpSink(settings.otlp, self.metrics, instance_id(settings.server.listen))
             sinks.append(self.otlp)
         self.runner = Runner(sinks, self.ledgers, clock, settings.limits)
-        shard = (settings.sharding.resolved_index(), settings.sharding.total)
-        self.metrics.shard_info.labels(str(shard[0]), str(shard[1])).set(1)
-        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, shard, simulator_url)
+        self.shard = (settings.sharding.resolved_index(), settings.sharding.total)
+        self.metrics.shard_info.labels(str(self.shard[0]), str(self.shard[1])).set(1)
+        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, self.shard, simulator_url)
         self.web: WebServer | None = None
         self.poller: Poller | None = None
         self._config_stamp: tuple[str, int, int] | None = None
+        self.started_at = clock()
+        # The config was loaded before the app was made: that is its first load.
+        self.last_reload = ReloadView(True, self.started_at, None, self.started_at)
 
     @property
     def sources(self) -> list[AnySource]:
@@ -138,8 +144,7 @@ class App:
             self.poller.add(Chore("config-watch"), CONFIG_WATCH_SECONDS, self._watch_config,
                             first_delay=CONFIG_WATCH_SECONDS)
         self.poller.start()
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(self.clock())
+        self._reloaded(None)
 
     async def stop(self) -> None:
         if self.poller is not None:
@@ -182,6 +187,9 @@ class App:
             gc.unfreeze()
         try:
             return await self._reload()
+        except Exception as exc:
+            self._reloaded(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             if frozen:
                 freeze_startup_heap()
@@ -192,9 +200,9 @@ class App:
         try:
             new = load_settings(self.config_path)
         except ConfigError as exc:
-            self.metrics.reload_success.set(0)
-            log.error("config reload failed, the previous config keeps running: %s", exc)
-            return str(exc)
+            error = self._reloaded(str(exc))
+            log.error("config reload failed, the previous config keeps running: %s", error)
+            return error
         plan = plan_reload(self.settings, new, self.sources)
         if plan.waiting:
             log.warning("config reload: changes to %s take effect only after a restart", ", ".join(plan.waiting))
@@ -205,10 +213,22 @@ class App:
             source = self.target_set.add_source(config, self.settings.uses_simulator(config))
             if self.poller is not None:
                 await self.target_set.start_source(source)
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(self.clock())
+        self._reloaded(None)
         log.info("config reloaded: %d source(s), %d target(s)", len(self.sources), len(self.targets))
         return None
+
+    def _reloaded(self, error: str | None) -> str | None:
+        """Record a (re)load's outcome for the metrics and the status page; the error, masked."""
+        now = self.clock()
+        if error is None:
+            self.metrics.reload_success.set(1)
+            self.metrics.reload_timestamp.set(now)
+            self.last_reload = ReloadView(True, now, None, now)
+            return None
+        error = REDACTOR.redact(error)
+        self.metrics.reload_success.set(0)
+        self.last_reload = ReloadView(False, now, error, self.last_reload.last_success_timestamp)
+        return error
 
     def reload_from_thread(self, timeout: float = 60.0) -> str | None:
         """For the HTTP thread (`POST /-/reload`): run reload() on the event loop."""
@@ -223,8 +243,16 @@ class App:
     def statuses(self) -> list[TargetStatus]:
         return list(self.runner.status.values())
 
+    def target_views(self) -> list[TargetView]:
+        next_runs = self.poller.next_runs() if self.poller is not None else {}
+        return target_views(self.target_set.pairs, self.runner.status, self.target_set.endpoints, next_runs)
+
+    def process_view(self) -> ProcessView:
+        otlp = otlp_view(self.otlp, self.registry) if self.otlp is not None else None
+        return ProcessView(self.clock(), self.started_at, self.last_reload, otlp, *self.shard)
+
     def ready(self) -> bool:
-        return all(status.tried for status in self.runner.status.values())
+        return all(status.polled for status in list(self.runner.status.values()))
 
     def exposition(self, accept: str = "text/plain") -> bytes:
         """The whole uncompressed body after expiring stale targets: for `once`, tests and humans."""
