@@ -8,8 +8,8 @@ are stored, the error texts that the status page and its JSON show.
 
 What counts as a secret's trace in a text:
 - the value itself and its escaped forms: JSON (`\\"`, `\\u00e9`), Python
-  repr and ascii(), URL-encoding (either hex case, `+` or `%20` for a
-  space), HTML entities;
+  repr and ascii(), URL-encoding (`+` or `%20` for a space), HTML entities,
+  compared regardless of ASCII case (hex escapes come as `%2f` or `%2F`);
 - any part of one of those of at least `MIN_PART` characters: a vendor that
   echoes only the first 20 characters of a token, a message cut at 200 bytes
   in the middle of it, one line of a value that spans several.
@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import re
 import sys
 import threading
 from datetime import UTC, datetime
@@ -34,7 +33,14 @@ MIN_SECRET = 4
 # A shorter run is too likely to occur by chance (a common word, a URL part),
 # and reveals too little of a token to matter.
 MIN_PART = 8
-_PERCENT = re.compile(r"%[0-9A-F]{2}")
+# Texts and forms are compared regardless of ASCII case: hex escapes come in
+# either case (`%2f`, `%2F`, `\u00E9`), even mixed, and a slice may start in
+# the middle of one. One character for one keeps every position in place.
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _canonical(text: str) -> str:
+    return text.translate(_ASCII_UPPER)
 
 
 def escaped_forms(secret: str) -> set[str]:
@@ -49,26 +55,40 @@ def escaped_forms(secret: str) -> set[str]:
         html.escape(secret),
         html.escape(secret, quote=False),
     }
-    for encoded in (quote(secret, safe=""), quote(secret), quote_plus(secret, safe="")):
-        forms.add(encoded)
-        forms.add(_PERCENT.sub(lambda m: m.group().lower(), encoded))
+    forms.update((quote(secret, safe=""), quote(secret), quote_plus(secret, safe="")))
     return {form for form in forms if len(form) >= MIN_SECRET}
 
 
 class _Index:
     """Every `MIN_PART`-long slice of every form, for a one-pass scan of a text.
-    Immutable: `Redactor.add` builds a new one, so readers never lock."""
 
-    def __init__(self, secrets: frozenset[str]) -> None:
-        self.forms: list[str] = sorted({form for secret in secrets for form in escaped_forms(secret)})
-        self.short = [form for form in self.forms if len(form) < MIN_PART]
-        self.slices: dict[str, list[tuple[int, int]]] = {}
-        for number, form in enumerate(self.forms):
+    Grown by `add` (under the redactor's lock) while other threads scan it
+    without one: a form is appended before any slice points at it, and a
+    slice's list is replaced, never changed in place, so a reader sees each
+    secret wholly or not at all. Each secret costs only its own slices, so
+    thousands of sources start in linear time."""
+
+    def __init__(self) -> None:
+        self.forms: list[str] = []
+        self.known: set[str] = set()
+        self.short: tuple[str, ...] = ()
+        self.slices: dict[str, tuple[tuple[int, int], ...]] = {}
+
+    def add(self, secret: str) -> None:
+        for form in sorted({_canonical(form) for form in escaped_forms(secret)} - self.known):
+            number = len(self.forms)
+            self.forms.append(form)
+            self.known.add(form)
+            if len(form) < MIN_PART:
+                self.short = (*self.short, form)
+                continue
             for offset in range(len(form) - MIN_PART + 1):
-                self.slices.setdefault(form[offset:offset + MIN_PART], []).append((number, offset))
+                key = form[offset:offset + MIN_PART]
+                self.slices[key] = (*self.slices.get(key, ()), (number, offset))
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         """(start, end) of every run of `text` that is a slice of a form, each as long as it goes."""
+        text = _canonical(text)
         found: list[tuple[int, int]] = []
         for start in range(len(text) - MIN_PART + 1):
             hits = self.slices.get(text[start:start + MIN_PART])
@@ -81,7 +101,12 @@ class _Index:
                     here, there = here + 1, there + 1
                 end = max(end, here)
             found.append((start, end))
-        return found
+        for form in self.short:  # too short for slices: only whole
+            start = text.find(form)
+            while start >= 0:
+                found.append((start, start + len(form)))
+                start = text.find(form, start + 1)
+        return sorted(found)
 
     def redact(self, text: str) -> str:
         merged: list[list[int]] = []  # overlapping and touching runs become one mask
@@ -96,10 +121,7 @@ class _Index:
             pieces += [text[done:start], MASK]
             done = end
         pieces.append(text[done:])
-        masked = "".join(pieces)
-        for form in self.short:
-            masked = masked.replace(form, MASK)
-        return masked
+        return "".join(pieces)
 
 
 class Redactor(logging.Filter):
@@ -107,8 +129,8 @@ class Redactor(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._secrets: frozenset[str] = frozenset()
-        self._index = _Index(self._secrets)
+        self._secrets: set[str] = set()
+        self._index = _Index()
         self._lock = threading.Lock()
 
     def add(self, secret: str) -> None:
@@ -116,8 +138,8 @@ class Redactor(logging.Filter):
             return
         with self._lock:
             if secret not in self._secrets:
-                self._secrets = self._secrets | {secret}
-                self._index = _Index(self._secrets)
+                self._secrets.add(secret)
+                self._index.add(secret)
 
     def redact(self, text: str) -> str:
         """`text` with every trace of a registered secret replaced by `***`."""
