@@ -110,8 +110,11 @@ class _View:
     def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
         return self.sink.body(accept, accept_encoding)
 
-    def statuses(self) -> list[object]:
+    def target_views(self) -> list[object]:
         return []
+
+    def process_view(self) -> object:
+        raise NotImplementedError("the benchmark serves /metrics only")
 
     def ready(self) -> bool:
         return True

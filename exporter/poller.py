@@ -104,6 +104,18 @@ class Poller:
         if self._scheduler.get_job(entry.id) is not None:
             self._scheduler.remove_job(entry.id)
 
+    def next_runs(self) -> dict[Job, float]:
+        """When each job runs next (Unix time). Safe from any thread (the
+        status page asks from the HTTP thread): APScheduler reads its job
+        store under a lock, and the id → key map is only read here."""
+        found: dict[Job, float] = {}
+        for scheduled in self._scheduler.get_jobs():
+            job = self._by_id.get(scheduled.id)
+            when = getattr(scheduled, "next_run_time", None)  # None while paused
+            if job is not None and when is not None:
+                found[job] = when.timestamp()
+        return found
+
     def start(self) -> None:
         self._scheduler.start()
 

@@ -4,7 +4,16 @@ A failing poll never escapes: every exception maps to a `reason` on
 `apimetrics_poll_errors_total`, the previous vendor series stay (until
 `max_staleness`), and other targets go on. A failure is logged once when it
 starts or changes reason, at DEBUG while it repeats, and the recovery once at
-INFO, so a target down for a day does not flood the logs.
+INFO, so a target down for a day does not flood the logs. Its message is
+stored with every secret masked (`logs.REDACTOR`): the status page and its
+JSON show it as stored.
+
+A target's times are those of a poll's end, when its outcome is known:
+`last_poll` (any outcome) and `last_success` are taken from the same clock
+at the same moment, so the last success is never later than the last poll.
+What went partly wrong in a poll that still succeeded (data refused for a
+metric, label values cut, series dropped, ticks skipped while it ran) is
+kept as the target's `warnings`, those of its last poll.
 
 Every change of a target (a successful poll, a failure, an overrun, an
 expiry, its removal) becomes one `Snapshot` handed to every sink. The runner
@@ -24,6 +33,7 @@ from exporter.config.limits import LimitsConfig
 from exporter.errors import PollError
 from exporter.ledger.registry import Ledgers
 from exporter.limits import SeriesCap, truncate_labels
+from exporter.logs import REDACTOR
 from exporter.model import Change, Family, Sample, Sink, Snapshot, TargetKey
 from exporter.selfmetrics import TargetStats, target_samples
 from exporter.sources.base import AnySource, Target
@@ -36,6 +46,20 @@ log = logging.getLogger(__name__)
 PUBLISH_IN_THREAD = 2000
 
 
+@dataclass(frozen=True, slots=True)
+class TargetWarning:
+    """Something that went partly wrong in a poll that still succeeded.
+
+    `kind` is the reason a source reported (`insufficient_data`, a Flux
+    metric's `timeout` when the request budget ran out before the deadline…)
+    or one of the runner's own: `labels_truncated`, `series_dropped`,
+    `overrun`. `count`: how many times (or values, series, ticks) in the poll."""
+
+    kind: str
+    message: str
+    count: int = 1
+
+
 @dataclass
 class TargetStatus:
     """What the status page, /readyz and the target's own series show of one target."""
@@ -43,33 +67,49 @@ class TargetStatus:
     source: str
     target: str
     interval: float
-    last_attempt: float | None = None
+    # End of the last finished poll (any outcome) and its duration.
+    last_poll: float | None = None
+    last_duration: float | None = None
+    # End of the last successful poll: never later than last_poll.
     last_success: float | None = None
     reason: str | None = None
-    message: str = ""
+    message: str = ""  # the failure's text, secrets masked
     polls: int = 0
     failures: int = 0
+    warnings: tuple[TargetWarning, ...] = ()  # of the last finished poll
     stats: TargetStats = field(default_factory=TargetStats, repr=False)
     running: bool = field(default=False, repr=False)
     # The vendor series of the last successful poll are served until this time
     # (last success + max_staleness); None while none are.
     live_until: float | None = field(default=None, repr=False)
-    # Reasons of partial problems (reported by the source, poll still succeeded)
-    # in the previous and the current poll: a reason is logged when it appears.
-    partial_before: set[str] = field(default_factory=set, repr=False)
-    partial_now: set[str] = field(default_factory=set, repr=False)
+    # The warnings of the poll in progress, by kind; they become `warnings` when it ends.
+    noticed: dict[str, TargetWarning] = field(default_factory=dict, repr=False)
 
     @property
     def key(self) -> TargetKey:
         return TargetKey(self.source, self.target)
 
     @property
-    def tried(self) -> bool:
-        return self.last_attempt is not None
+    def polled(self) -> bool:
+        """A poll has finished: the target's health is known (and /readyz counts it)."""
+        return self.last_poll is not None
 
     @property
     def up(self) -> bool:
-        return self.tried and self.reason is None
+        return self.polled and self.reason is None
+
+    def notice(self, kind: str, message: str, count: int = 1) -> bool:
+        """Add a warning to the poll in progress (or, between polls, to the
+        last one's); True when its kind is new since the previous poll."""
+        fresh = kind not in self.noticed and all(w.kind != kind for w in self.warnings)
+        message = REDACTOR.redact(message)
+        if self.running:
+            known = self.noticed.get(kind)
+            self.noticed[kind] = TargetWarning(kind, message, count + (known.count if known else 0))
+        else:
+            others = tuple(w for w in self.warnings if w.kind != kind)
+            self.warnings = (*others, TargetWarning(kind, message, count))
+        return fresh
 
     @property
     def series(self) -> int:
@@ -112,6 +152,10 @@ class Runner:
         if status is None:
             return
         status.stats.overruns += 1
+        skipped = status.noticed.get("overrun")
+        count = (skipped.count if skipped is not None else 0) + 1
+        status.notice("overrun", f"{count} scheduled poll(s) skipped: the poll was still running after "
+                                 f"its {status.interval:g}s interval", 1)
         self._publish_now(status, Change.STATUS)
         log.warning("poll of %s skipped: the previous poll is still running", key,
                     extra={"source": key.source, "target": key.target})
@@ -140,8 +184,7 @@ class Runner:
         status.stats.count_error(error.reason)
         if not status.running:  # during a poll, the poll's end publishes
             self._publish_now(status, Change.STATUS)
-        fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
-        status.partial_now.add(error.reason)
+        fresh = status.notice(error.reason, error.message)
         what = "partial failure" if error.log_level >= logging.WARNING else "partial data"
         log.log(error.log_level if fresh else logging.DEBUG, "poll of %s/%s: %s (%s): %s",
                 source, target, what, error.reason, error.message,
@@ -153,9 +196,8 @@ class Runner:
         """One poll of one target; True on success. Never raises (but on cancel)."""
         status = self.status[target.key]
         status.running = True
-        status.partial_before, status.partial_now = status.partial_now, set()
+        status.noticed = {}
         started = time.monotonic()
-        status.last_attempt = self.clock()
         kept: tuple[Sample, ...] | None = None
         try:
             async with asyncio.timeout(source.poll_timeout):
@@ -172,11 +214,19 @@ class Runner:
         finally:
             status.running = False
             status.polls += 1
-            status.stats.observe_duration(time.monotonic() - started)
+            status.last_duration = time.monotonic() - started
+            status.stats.observe_duration(status.last_duration)
+        ended = self.clock()
         if kept is None:
+            self._ended(status, ended)
             self._publish_now(status, Change.STATUS)
             return False
-        return await self._succeeded(status, source, kept)
+        return await self._succeeded(status, source, kept, ended)
+
+    def _ended(self, status: TargetStatus, ended: float) -> None:
+        """The poll's end, once its outcome is set: the page sees both together."""
+        status.last_poll = ended
+        status.warnings = tuple(status.noticed.values())
 
     def _bounded(self, status: TargetStatus, source: AnySource, samples: list[Sample]) -> tuple[Sample, ...]:
         """Samples within the label-length and series caps; what was cut is
@@ -186,17 +236,22 @@ class Runner:
         samples, cut = truncate_labels(samples, self.limits.max_label_bytes)
         if cut:
             status.stats.labels_truncated += cut
+            status.notice("labels_truncated", f"{cut} label value(s) longer than {self.limits.max_label_bytes} "
+                                              "bytes were truncated", cut)
             log.warning("%s: %d label value(s) longer than %d bytes were truncated", key, cut,
                         self.limits.max_label_bytes, extra=extra)
         kept, dropped = self.series_cap.admit(key, deduplicate(samples, str(key)), source.config.max_series)
         if dropped:
             status.stats.series_dropped += dropped
+            status.notice("series_dropped", f"{dropped} new series dropped: max_series reached (target "
+                                            f"{source.config.max_series}, all targets {self.limits.max_series})",
+                          dropped)
             log.warning("%s: %d new series dropped: max_series reached (target %d, all targets %d)", key,
                         dropped, source.config.max_series, self.limits.max_series, extra=extra)
         return kept
 
-    async def _succeeded(self, status: TargetStatus, source: AnySource, samples: tuple[Sample, ...]) -> bool:
-        now = self.clock()
+    async def _succeeded(self, status: TargetStatus, source: AnySource, samples: tuple[Sample, ...],
+                         now: float) -> bool:
         limit = source.staleness_limit
         stats = replace(status.stats, up=True, last_success=now, series=len(samples))
         snapshot = self._snapshot(status.key, stats, Change.POLLED, samples, now, limit)
@@ -207,20 +262,25 @@ class Runner:
                 self._deliver(snapshot, True)
         except Exception as exc:  # no sink could show it (e.g. text that cannot be written): keep the previous
             self._crashed(status, exc)
+            self._ended(status, now)
             self._publish_now(status, Change.STATUS)
             return False
-        if status.reason is not None and status.tried:
+        if status.reason is not None and status.polled:
             log.info("target %s recovered after %d failed poll(s)", status.key, status.failures,
                      extra={"source": status.source, "target": status.target})
         status.stats = stats
         status.reason, status.message, status.failures = None, "", 0
         status.last_success, status.live_until = now, now + limit
+        self._ended(status, now)
         # Saved only after a successful poll: a failed one changed nothing worth keeping.
         self.ledgers.save(status.source, status.target)
         return True
 
     def _failed(self, status: TargetStatus, reason: str, message: str, logged: bool = False) -> None:
         changed = reason != status.reason
+        # Masked once, here: what a vendor echoes (an Authorization header in a
+        # 401 body) must not reach the status page, its JSON or the log.
+        message = REDACTOR.redact(message)
         status.reason, status.message = reason, message
         status.failures += 1
         status.stats.count_error(reason)

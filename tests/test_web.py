@@ -15,9 +15,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from exporter.app import App
-from exporter.runner import TargetStatus
 from exporter.simulator import Simulator
 from exporter.web import ServerLimits, WebServer
+from exporter.web.status import ProcessView, ReloadView, TargetView
 from tests.conftest import free_port, k6_config, settings_from
 
 
@@ -39,12 +39,13 @@ def test_readyz_waits_for_first_poll_and_landing_page(running: tuple[App, str, a
     app, url, loop = running
     assert httpx.get(f"{url}/healthz").status_code == 200
     assert httpx.get(f"{url}/readyz").status_code == 503
-    assert "pending" in httpx.get(f"{url}/").text
+    assert '"health":"pending"' in httpx.get(f"{url}/").text
     loop.run_until_complete(app.poll_all())
     assert httpx.get(f"{url}/readyz").status_code == 200
     page = httpx.get(f"{url}/")
     assert page.headers["content-type"].startswith("text/html")
-    assert "k6" in page.text and "103054" in page.text and ">up<" in page.text and "/metrics" in page.text
+    assert '"source":"k6"' in page.text and '"target":"103054"' in page.text and '"health":"up"' in page.text
+    assert 'href="metrics"' in page.text
     assert httpx.get(f"{url}/nope").status_code == 404
 
 
@@ -64,8 +65,11 @@ def test_metrics_text_openmetrics_and_gzip(running: tuple[App, str, asyncio.Abst
     scraper = {"Accept-Encoding": "gzip", "Accept": "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"}
     with httpx.Client() as client:
         raw = client.send(httpx.Request("GET", f"{url}/metrics", headers=scraper), stream=True)
-        assert raw.headers["content-encoding"] == "gzip"
-        compressed = b"".join(raw.iter_raw())
+        try:
+            assert raw.headers["content-encoding"] == "gzip"
+            compressed = b"".join(raw.iter_raw())
+        finally:
+            raw.close()
     assert compressed.count(b"\x1f\x8b\x08") > 2  # several members
     assert gzip.decompress(compressed) == plain.content
 
@@ -86,8 +90,11 @@ class FakeView:
     def metrics_body(self, accept: str | None, accept_encoding: str | None) -> tuple[list[bytes], dict[str, str]]:
         return self.parts, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
-    def statuses(self) -> list[TargetStatus]:
+    def target_views(self) -> list[TargetView]:
         return []
+
+    def process_view(self) -> ProcessView:
+        return ProcessView(0.0, 0.0, ReloadView(True, 0.0, None, 0.0), None, 0, 1)
 
     def ready(self) -> bool:
         return True

@@ -25,9 +25,11 @@ from prometheus_client import CollectorRegistry
 
 from exporter.app.reload import plan_reload
 from exporter.app.settings import Settings
+from exporter.app.status import otlp_view, target_views
 from exporter.app.targets import SourceBuildError, Targets
 from exporter.config.load import ConfigError
 from exporter.ledger.registry import Ledgers
+from exporter.logs import REDACTOR
 from exporter.model import Sink
 from exporter.poller import Chore, Poller
 from exporter.runner import Runner, TargetStatus
@@ -36,6 +38,7 @@ from exporter.sinks.prometheus import PrometheusSink
 from exporter.sources import Target
 from exporter.sources.base import AnySource
 from exporter.web import WebServer
+from exporter.web.status import ProcessView, ReloadView, TargetView
 
 if TYPE_CHECKING:
     from exporter.sinks.otlp.sink import OtlpSink
@@ -98,12 +101,15 @@ class App:
                                  state_dir=settings.state.dir)
             sinks.append(self.otlp)
         self.runner = Runner(sinks, self.ledgers, clock, settings.limits)
-        shard = (settings.sharding.resolved_index(), settings.sharding.total)
-        self.metrics.shard_info.labels(str(shard[0]), str(shard[1])).set(1)
-        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, shard, simulator_url)
+        self.shard = (settings.sharding.resolved_index(), settings.sharding.total)
+        self.metrics.shard_info.labels(str(self.shard[0]), str(self.shard[1])).set(1)
+        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, self.shard, simulator_url)
         self.web: WebServer | None = None
         self.poller: Poller | None = None
         self._config_stamp: tuple[str, int, int] | None = None
+        self.started_at = clock()
+        # The config was loaded before the app was made: that is its first load.
+        self.last_reload = ReloadView(True, self.started_at, None, self.started_at)
 
     @property
     def sources(self) -> list[AnySource]:
@@ -141,8 +147,7 @@ class App:
             self.poller.add(Chore("config-watch"), CONFIG_WATCH_SECONDS, self._watch_config,
                             first_delay=CONFIG_WATCH_SECONDS)
         self.poller.start()
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(self.clock())
+        self._reloaded(None)
 
     async def stop(self) -> None:
         if self.poller is not None:
@@ -185,6 +190,9 @@ class App:
             gc.unfreeze()
         try:
             return await self._reload()
+        except Exception as exc:
+            self._reloaded(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             if frozen:
                 freeze_startup_heap()
@@ -199,14 +207,15 @@ class App:
         except ConfigError as exc:
             return self._reload_failed(str(exc))
         plan = plan_reload(self.settings, new, self.sources)
-        built: list[AnySource] = []
+        built: list[tuple[AnySource, bool]] = []
         try:
             for config in plan.start:
                 # The file as written decides who serves a source; [simulator]
                 # itself waits for a restart, so a source it would serve fails here.
-                built.append(self.target_set.make_source(config, new.uses_simulator(config)))
+                simulated = new.uses_simulator(config)
+                built.append((self.target_set.make_source(config, simulated), simulated))
         except Exception as exc:  # any failure to build leaves the running config as it is
-            for source in built:
+            for source, _ in built:
                 await source.aclose()
             if not isinstance(exc, SourceBuildError):
                 log.error("config reload: building a source failed", exc_info=exc)
@@ -217,18 +226,31 @@ class App:
         for old in plan.stop:
             await self.target_set.remove_source(old)
         self.settings = plan.settings
-        for source in built:
-            self.target_set.adopt(source)
+        for source, simulated in built:
+            self.target_set.adopt(source, simulated)
             if self.poller is not None:
                 await self.target_set.start_source(source)
-        self.metrics.reload_success.set(1)
-        self.metrics.reload_timestamp.set(self.clock())
+        self._reloaded(None)
         log.info("config reloaded: %d source(s), %d target(s)", len(self.sources), len(self.targets))
         return None
 
     def _reload_failed(self, error: str) -> str:
+        """A failed reload: recorded (masked) for the metric and the status page, and logged."""
+        masked = self._reloaded(error) or error
+        log.error("config reload failed, the previous config keeps running: %s", masked)
+        return masked
+
+    def _reloaded(self, error: str | None) -> str | None:
+        """Record a (re)load's outcome for the metrics and the status page; the error, masked."""
+        now = self.clock()
+        if error is None:
+            self.metrics.reload_success.set(1)
+            self.metrics.reload_timestamp.set(now)
+            self.last_reload = ReloadView(True, now, None, now)
+            return None
+        error = REDACTOR.redact(error)
         self.metrics.reload_success.set(0)
-        log.error("config reload failed, the previous config keeps running: %s", error)
+        self.last_reload = ReloadView(False, now, error, self.last_reload.last_success_timestamp)
         return error
 
     def reload_from_thread(self, timeout: float = 60.0) -> str | None:
@@ -244,8 +266,16 @@ class App:
     def statuses(self) -> list[TargetStatus]:
         return list(self.runner.status.values())
 
+    def target_views(self) -> list[TargetView]:
+        next_runs = self.poller.next_runs() if self.poller is not None else {}
+        return target_views(self.target_set.pairs, self.runner.status, self.target_set.endpoints, next_runs)
+
+    def process_view(self) -> ProcessView:
+        otlp = otlp_view(self.otlp, self.registry) if self.otlp is not None else None
+        return ProcessView(self.clock(), self.started_at, self.last_reload, otlp, *self.shard)
+
     def ready(self) -> bool:
-        return all(status.tried for status in self.runner.status.values())
+        return all(status.polled for status in list(self.runner.status.values()))
 
     def exposition(self, accept: str = "text/plain") -> bytes:
         """The whole uncompressed body after expiring stale targets: for `once`, tests and humans."""

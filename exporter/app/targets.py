@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from exporter.app.status import endpoint_of
 from exporter.config.limits import shard_of
 from exporter.config.source import SourceConfigBase
 from exporter.errors import PollError
@@ -51,6 +52,8 @@ class Targets:
         self.simulator_url = simulator_url
         self.sources: list[AnySource] = []
         self.pairs: list[tuple[AnySource, Target]] = []
+        # Source name → where it is polled: its base URL, or "simulator" (the status page).
+        self.endpoints: dict[str, str] = {}
         # Set once the app starts: jobs are added from then on.
         self.poller: Poller | None = None
 
@@ -58,11 +61,13 @@ class Targets:
 
     def add_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
         """Build the source and add the targets its config names."""
-        return self.adopt(self.make_source(config, served_by_simulator))
+        return self.adopt(self.make_source(config, served_by_simulator), served_by_simulator)
 
-    def adopt(self, source: AnySource) -> AnySource:
+    def adopt(self, source: AnySource, served_by_simulator: bool) -> AnySource:
         """Add a source built by make_source, and the targets its config names."""
         self.sources.append(source)
+        self.endpoints[source.name] = endpoint_of(None if served_by_simulator else
+                                                  source.config.base_url or type(source).default_base_url)
         for target in source.targets():
             self._add(source, target)
         return source
@@ -85,6 +90,7 @@ class Targets:
         if self.poller is not None:
             self.poller.remove(Discovery(source.name))
         self.sources.remove(source)
+        self.endpoints.pop(source.name, None)
         await source.aclose()
 
     async def close(self) -> None:
@@ -97,6 +103,8 @@ class Targets:
         cls = REGISTRY[config.type]
         secret = config.secret()
         token = secret.get_secret_value() if secret is not None else None
+        if token is not None:  # a real credential; the simulator's placeholder below is none
+            REDACTOR.add(token)
         if served_by_simulator:
             if self.simulator_url is None:
                 raise SourceBuildError(f"source {config.name!r} has neither a credential nor base_url, so the "
@@ -110,7 +118,6 @@ class Targets:
             base_url = config.base_url or cls.default_base_url
         headers = {}
         if token is not None:
-            REDACTOR.add(token)
             headers["Authorization"] = f"{cls.auth_scheme} {token}"
         http = HttpClient(
             base_url=base_url,

@@ -87,8 +87,8 @@ async def _once(app: App, wanted: Sequence[str], self_metrics: bool, json_lines:
 
 
 def _reason(status: TargetStatus) -> str:
-    if status.up and status.partial_now:
-        return "partial: " + ", ".join(sorted(status.partial_now))
+    if status.up and status.warnings:
+        return "partial: " + ", ".join(sorted(warning.kind for warning in status.warnings))
     return status.reason or ""
 
 

@@ -142,6 +142,18 @@ def in_daemon_thread(function: Callable[..., T], *args: Any) -> asyncio.Future[T
     return future
 
 
+@dataclass(frozen=True, slots=True)
+class OtlpStatus:
+    """How delivery stands, for the status page."""
+
+    endpoint: str
+    protocol: str
+    queued_points: int  # the batch being sent included
+    max_queue_points: int
+    failing: str | None  # the reason of the last failed export, until one succeeds
+    last_success: float | None  # Unix time of the last successful export
+
+
 class OtlpSink:
     def __init__(
         self,
@@ -185,6 +197,7 @@ class OtlpSink:
         self._deadline: float | None = None  # loop time; set by stop()
         self._stopped = False
         self._failing: str | None = None
+        self._last_success: float | None = None
         self._dropping = False
         metrics.add_otlp()
         if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -330,6 +343,7 @@ class OtlpSink:
         size = len(batch)
         if outcome.ok:
             self.metrics.otlp_exported_points.labels("success").inc(size)
+            self._last_success = self.clock()
             if self._failing is not None:
                 log.info("OTLP export to %s recovered", self.settings.endpoint)
             self._failing, self._dropping = None, False
@@ -405,6 +419,11 @@ class OtlpSink:
         self._failing = outcome.reason
         log.log(level, "OTLP export to %s failed (%s): %s", self.settings.endpoint, outcome.reason, what,
                 extra={"reason": outcome.reason})
+
+    def status(self) -> OtlpStatus:
+        """Read from any thread (the status page's)."""
+        return OtlpStatus(self.settings.endpoint, self.settings.protocol, len(self.queue) + self._in_flight,
+                          self.queue.max_points, self._failing, self._last_success)
 
     def _update_queue_gauge(self) -> None:
         self.metrics.otlp_queue_points.set(len(self.queue) + self._in_flight)
