@@ -33,7 +33,7 @@ bench: $(VENV)/.test
 	$(PY) benchmarks/bench.py
 
 ## rules: regenerate monitoring/api-metrics-exporter.rules.yml (and the chart schema's alert overrides) from charts/api-metrics-exporter/rules/rules.yaml
-rules: $(VENV)/.installed
+rules: $(VENV)/.test
 	$(PY) monitoring/generate.py
 
 # Debian packages the tests drive: `prometheus` (promtool and the server: the
