@@ -141,6 +141,12 @@ class Redactor(logging.Filter):
                 self._secrets.add(secret)
                 self._index.add(secret)
 
+    def reset(self) -> None:
+        """Forget every secret (for tests that build many apps in one process)."""
+        with self._lock:
+            self._secrets = set()
+            self._index = _Index()
+
     def redact(self, text: str) -> str:
         """`text` with every trace of a registered secret replaced by `***`."""
         index = self._index

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.app import App
 from exporter.app.settings import Settings, load_settings
 from exporter.cli import simulator_for
+from exporter.logs import REDACTOR
 from exporter.model import Change, Snapshot
 from exporter.simulator import SIMULATOR_TOKEN, Simulator
 
@@ -28,6 +29,14 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 # A fixed instant, so the simulator's time-varying data is reproducible.
 FROZEN_NOW = 1_780_000_000.0
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """The redactor is process-wide: each test starts with the secrets of its own apps
+    only, or a token of one test (`whatsapp-…`) would mask text in the next."""
+    yield
+    REDACTOR.reset()
 
 
 @pytest.fixture
