@@ -57,17 +57,7 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
 
     async def poll(self, target: Target) -> list[Sample]:
         asked = window(self.context.clock(), self.config.granularity, self.lookback)
-        answers: dict[str, Points] = {}
-        refused: dict[str, PollError] = {}
-        for metric in self.config.metrics:
-            try:
-                answers[metric] = await self._fetch(target.id, metric, asked)
-            except PollError as exc:
-                if exc.reason != INSUFFICIENT_DATA:
-                    raise
-                # Not an outage: the flow has too little traffic yet. The other
-                # metrics go on, and the target stays up.
-                refused[metric] = exc
+        answers, refused = await self._fetch_all(target, asked)
         if refused:
             # One partial problem per poll, like one failure per failed poll.
             first = next(iter(refused.values()))
@@ -103,14 +93,9 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         the same way, and each period's error ratio (at its start)."""
         first = datetime.fromtimestamp(since, UTC).date()
         asked = Window(first, datetime.fromtimestamp(until, UTC).date() + timedelta(days=1), None)
-        answers: dict[str, Points] = {}
-        for metric in self.config.metrics:
-            try:
-                answers[metric] = await self._fetch(target.id, metric, asked)
-            except PollError as exc:
-                if exc.reason != INSUFFICIENT_DATA:
-                    raise
-                log.warning("%s/%s: %s", self.name, target.id, exc.message)
+        answers, refused = await self._fetch_all(target, asked)
+        for exc in refused.values():
+            log.warning("%s/%s: %s", self.name, target.id, exc.message)
         step = 3600.0 if self.config.granularity == "HOUR" else DAY_SECONDS
         values = {series_key(COUNTED[metric][0], labels): periods
                   for metric, points in answers.items() if metric in COUNTED
@@ -132,6 +117,21 @@ class WhatsAppFlowsSource(Source[WhatsAppFlowsConfig]):
         yield samples
 
     # --- requests ---------------------------------------------------------------
+
+    async def _fetch_all(self, target: Target, asked: Window) -> tuple[dict[str, Points], dict[str, PollError]]:
+        """Every configured metric's answer, and those refused for too little
+        data: not an outage (the flow has little traffic yet), so the other
+        metrics go on and the target stays up."""
+        answers: dict[str, Points] = {}
+        refused: dict[str, PollError] = {}
+        for metric in self.config.metrics:
+            try:
+                answers[metric] = await self._fetch(target.id, metric, asked)
+            except PollError as exc:
+                if exc.reason != INSUFFICIENT_DATA:
+                    raise
+                refused[metric] = exc
+        return answers, refused
 
     async def _fetch(self, flow: str, metric: str, asked: Window) -> Points:
         fields = f"metric.name({metric}).granularity({self.config.granularity})"
