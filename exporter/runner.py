@@ -14,6 +14,7 @@ imports no sink: it knows them only as `Sink.publish`.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import logging
 import time
@@ -27,6 +28,7 @@ from exporter.limits import SeriesCap, truncate_labels
 from exporter.model import Change, Family, Sample, Sink, Snapshot, TargetKey
 from exporter.selfmetrics import TargetStats, target_samples
 from exporter.sources.base import AnySource, Target
+from exporter.sources.kit.inflight import deadline_after
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +93,47 @@ class Runner:
         self.clock = clock
         self.status: dict[TargetKey, TargetStatus] = {}
         self._versions = itertools.count(1)
+        # (live_until, key) of every successful poll: expire() pops the due
+        # ones instead of looking at every target every second. An entry
+        # whose target polled again since is stale and skipped.
+        self._expiry: list[tuple[float, TargetKey]] = []
+        # Targets not polled yet (/readyz), and the statuses in (source,
+        # target) order for the status page, rebuilt only when targets change.
+        self._untried = 0
+        self._ordered: list[TargetStatus] | None = None
 
     # --- targets coming and going -----------------------------------------------------------
 
     def add(self, source: AnySource, target: Target) -> None:
         status = TargetStatus(source.name, target.id, source.interval, stats=TargetStats.starting(source.extra_reasons))
+        previous = self.status.get(status.key)
+        if previous is not None and not previous.tried:
+            self._untried -= 1
         self.status[status.key] = status
+        self._untried += 1
+        self._ordered = None
         self._publish_now(status, Change.STATUS)
 
     def remove(self, key: TargetKey) -> None:
         status = self.status.pop(key, None)
         self.series_cap.forget(key)
         if status is not None:
+            self._untried -= 0 if status.tried else 1
+            self._ordered = None
             self._deliver(Snapshot(key, Change.REMOVED, next(self._versions)))
+
+    @property
+    def ready(self) -> bool:
+        """Every target has been polled at least once."""
+        return self._untried == 0
+
+    def ordered(self) -> list[TargetStatus]:
+        """Every target's status in (source, target) order; safe from another thread."""
+        ordered = self._ordered
+        if ordered is None:
+            ordered = sorted(list(self.status.values()), key=lambda s: (s.source, s.target))
+            self._ordered = ordered
+        return ordered
 
     # --- what happens to a target between polls ---------------------------------------------
 
@@ -120,9 +150,11 @@ class Runner:
         """Drop the vendor series of targets with no successful poll within
         their max_staleness: stale data is never served as fresh forever."""
         now = self.clock() if now is None else now
-        for status in list(self.status.values()):
-            if status.live_until is None or now <= status.live_until:
-                continue
+        while self._expiry and self._expiry[0][0] < now:
+            until, key = heapq.heappop(self._expiry)
+            status = self.status.get(key)
+            if status is None or status.live_until != until:
+                continue  # removed, or polled successfully since
             status.live_until = None
             status.stats.expired += 1
             status.stats.series = 0
@@ -154,11 +186,14 @@ class Runner:
         status.running = True
         status.partial_before, status.partial_now = status.partial_now, set()
         started = time.monotonic()
+        if status.last_attempt is None and self.status.get(status.key) is status:
+            self._untried -= 1
         status.last_attempt = self.clock()
         kept: tuple[Sample, ...] | None = None
         try:
-            async with asyncio.timeout(source.poll_timeout):
-                samples = await source.poll(target)
+            with deadline_after(source.poll_timeout):
+                async with asyncio.timeout(source.poll_timeout):
+                    samples = await source.poll(target)
             kept = self._bounded(status, source, samples)
         except PollError as exc:
             self._failed(status, exc.reason, exc.message)
@@ -214,6 +249,7 @@ class Runner:
         status.stats = stats
         status.reason, status.message, status.failures = None, "", 0
         status.last_success, status.live_until = now, now + limit
+        heapq.heappush(self._expiry, (status.live_until, status.key))
         # Saved only after a successful poll: a failed one changed nothing worth keeping.
         self.ledgers.save(status.source, status.target)
         return True

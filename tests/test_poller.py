@@ -35,7 +35,7 @@ def test_runs_never_overlap_and_overruns_are_counted() -> None:
         scheduler.add(key, 0.1, slow_poll, on_overrun=lambda: overruns.append(str(key)))
         scheduler.start()
         await asyncio.sleep(1.3)
-        scheduler.shutdown()
+        await scheduler.shutdown()
 
     asyncio.run(scenario())
     assert most == 1

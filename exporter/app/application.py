@@ -99,7 +99,8 @@ class App:
         self.runner = Runner(sinks, self.ledgers, clock, settings.limits)
         shard = (settings.sharding.resolved_index(), settings.sharding.total)
         self.metrics.shard_info.labels(str(shard[0]), str(shard[1])).set(1)
-        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, shard, simulator_url)
+        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, shard, simulator_url,
+                                  settings.limits)
         self.web: WebServer | None = None
         self.poller: Poller | None = None
         self._config_stamp: tuple[str, int, int] | None = None
@@ -143,8 +144,8 @@ class App:
         self.metrics.reload_timestamp.set(self.clock())
 
     async def stop(self) -> None:
-        if self.poller is not None:
-            self.poller.shutdown()
+        if self.poller is not None:  # cancels the polls in flight, quietly, and waits for them
+            await self.poller.shutdown()
         if self.otlp is not None:  # flush within otlp.shutdown_grace, /metrics still served meanwhile
             await self.otlp.stop()
         if self.web is not None:
@@ -222,10 +223,11 @@ class App:
         return self.prometheus.body(accept, accept_encoding)
 
     def statuses(self) -> list[TargetStatus]:
-        return list(self.runner.status.values())
+        """Every target's status, ordered by (source, target): sorted once per change of targets."""
+        return self.runner.ordered()
 
     def ready(self) -> bool:
-        return all(status.tried for status in self.runner.status.values())
+        return self.runner.ready
 
     def exposition(self, accept: str = "text/plain") -> bytes:
         """The whole uncompressed body after expiring stale targets: for `once`, tests and humans."""

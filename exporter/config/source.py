@@ -22,6 +22,9 @@ class HttpConfig(StrictModel):
     max_backoff: Duration = 30.0
     max_retry_after: Duration = 60.0
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Requests of this source in flight at once; more wait their turn (a
+    # burst of thousands of polls never queues in the connection pool).
+    max_in_flight: int = Field(default=32, ge=1, le=1024)
 
 
 class SourceConfigBase(WithSecrets):

@@ -376,23 +376,32 @@ def test_throttling_codes_are_rate_limited(simulator: Simulator, make: Any, code
 
 
 @pytest.mark.parametrize("status", [400, 429])
-def test_throttling_is_retried_with_backoff(simulator: Simulator, make: Any, status: int) -> None:
+def test_throttling_is_not_retried_within_the_poll(simulator: Simulator, make: Any, status: int) -> None:
+    # Graph throttling lasts until the app's usage decays (minutes): a retry
+    # within the poll would only be throttled again, so the first answer fails
+    # the poll as rate_limited and the next scheduled poll tries again.
     fake(simulator).throttle(times=2, code=80007, status=status)
     h = make(wa_config(simulator, flows=FLOWS[:1]))
-    assert h.poll()  # two throttled answers, then the retry succeeds
-    assert len(simulator.requests) == len(METRICS) + 2
+    assert not h.poll()
+    assert len(simulator.requests) == 1
+    assert errors_of(h) == {"rate_limited": 1}
     retries = samples_of(exposition(h.app), "apimetrics_http_retries_total")
-    assert retries[(("reason", "rate_limited"), ("source", "wa"))] == 2
+    assert retries.get((("reason", "rate_limited"), ("source", "wa")), 0) == 0
+    fake(simulator).throttle(times=0)
+    simulator.clear_requests()
+    h.poll()  # the throttle's second answer
+    assert h.poll()  # then the throttling is over
+    assert errors_of(h) == {"rate_limited": 2}
 
 
 @pytest.mark.parametrize("status", [400, 429])
-def test_persistent_throttling_fails_as_rate_limited_after_retries(
+def test_persistent_throttling_fails_as_rate_limited_on_the_first_answer(
     simulator: Simulator, make: Any, status: int
 ) -> None:
     fake(simulator).throttle(times=100, code=4, status=status)
     h = make(wa_config(simulator, flows=FLOWS[:1], retries=2))
     assert not h.poll()
-    assert len(simulator.requests) == 3
+    assert len(simulator.requests) == 1
     assert errors_of(h) == {"rate_limited": 1}
 
 
