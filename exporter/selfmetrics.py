@@ -111,6 +111,8 @@ SELF_METRICS: tuple[SelfMetric, ...] = (
     _row("apimetrics_config_last_reload_success_timestamp_seconds", G,
          "Unix time of the last successful config (re)load.", P),
     _row("apimetrics_shard_info", G, "This replica's shard; always 1.", P, ("index", "total")),
+    _row("apimetrics_state_save_failures", C,
+         "Failed saves of a target's counter state to [state] dir, by source.", P, ("source",)),
 )
 _BY_NAME = {row.family.name: row for row in SELF_METRICS}
 
@@ -208,6 +210,7 @@ class ProcessMetrics:
         self.reload_success = self._gauge("apimetrics_config_last_reload_successful")
         self.reload_timestamp = self._gauge("apimetrics_config_last_reload_success_timestamp_seconds")
         self.shard_info = self._gauge("apimetrics_shard_info")
+        self.state_save_failures = self._counter("apimetrics_state_save_failures")
 
     def add_otlp(self) -> None:
         """Create the OTLP sink's series at zero."""

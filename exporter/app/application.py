@@ -87,7 +87,8 @@ class App:
         # The process-wide self-metrics; every other series reaches the sinks in snapshots.
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = ProcessMetrics(self.registry)
-        self.ledgers = Ledgers(settings.state.dir, clock)
+        self.ledgers = Ledgers(settings.state.dir, clock,
+                               lambda source: self.metrics.state_save_failures.labels(source).inc())
         self.prometheus = PrometheusSink(self.registry)
         sinks: list[Sink] = [self.prometheus]
         self.otlp: OtlpSink | None = None

@@ -73,6 +73,8 @@ class Targets:
     def add_source(self, config: SourceConfigBase, served_by_simulator: bool) -> AnySource:
         """Build the source and add the targets its config names."""
         source = self._make_source(config, served_by_simulator)
+        if self.ledgers.persistent:
+            self.metrics.state_save_failures.labels(source.name)  # at 0 from the start
         self.sources.append(source)
         self._targets[id(source)] = {}
         for target in source.targets():

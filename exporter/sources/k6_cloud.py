@@ -33,12 +33,13 @@ Interpretations of the doc (see also docs/metrics.md):
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
 import operator
-from collections.abc import Iterable
-from typing import Annotated, Any, ClassVar, Literal, NotRequired
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Annotated, Any, ClassVar, Literal, NotRequired, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -62,6 +63,7 @@ from exporter.sources.kit.payloads import coded_error, list_field, parse_payload
 from exporter.sources.kit.timeparse import parse_timestamp
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 API = "/loadtests/v2"
 
@@ -231,7 +233,7 @@ class K6CloudSource(Source[K6CloudConfig]):
     async def poll(self, target: Target) -> list[Sample]:
         run = target.id
         metrics = await self._list_metrics(run)
-        series, thresholds, overview = await asyncio.gather(
+        series, thresholds, overview = await _all(
             self._series_samples(run, metrics),
             self._threshold_samples(run),
             self._overview_samples(run),
@@ -266,9 +268,7 @@ class K6CloudSource(Source[K6CloudConfig]):
         except UpstreamHTTPError as exc:
             if exc.status in (400, 413, 414) and len(ids) > 1:
                 half = len(ids) // 2
-                first, second = await asyncio.gather(
-                    self._series(run, stat, ids[:half]), self._series(run, stat, ids[half:])
-                )
+                first, second = await _all(self._series(run, stat, ids[:half]), self._series(run, stat, ids[half:]))
                 return first + second
             raise
         series: list[K6Serie] = read_body(SERIES_ANSWER, body, "series")["k6-serie"]
@@ -278,12 +278,13 @@ class K6CloudSource(Source[K6CloudConfig]):
         by_id = {m.id: m for m in metrics}
         # Every stat of a metric carries the same tags: turn them into labels once.
         tags = self._labels_of_tags(run, metrics)
-        requests = []
+        requests: list[Callable[[], Awaitable[list[K6Serie]]]] = []
         for metric_type, stats in self.config.stats.items():
             ids = [m.id for m in metrics if m.type == metric_type]
             for stat in stats:
                 for start in range(0, len(ids), self.config.series_batch_size):
-                    requests.append(self._series(run, stat, ids[start:start + self.config.series_batch_size]))
+                    chunk = ids[start:start + self.config.series_batch_size]
+                    requests.append(functools.partial(self._series, run, stat, chunk))
         samples: list[Sample] = []
         grids: dict[tuple[Any, ...], int] = {}
         for batch in await _bounded_gather(requests, limit=4):
@@ -423,15 +424,30 @@ def _newest(points: list[K6Point], grids: dict[tuple[Any, ...], int]) -> K6Point
     return points[index]
 
 
-async def _bounded_gather(coroutines: Iterable[Any], limit: int) -> list[Any]:
-    """gather() with at most `limit` requests in flight, to be gentle upstream."""
+async def _bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """The results of `calls`, at most `limit` in flight, to be gentle upstream.
+
+    Each coroutine is made only when its turn comes: one made up front and
+    never awaited (the poll's deadline cancelled the gather first) printed
+    `RuntimeWarning: coroutine ... was never awaited`."""
     semaphore = asyncio.Semaphore(limit)
 
-    async def run(coroutine: Any) -> Any:
+    async def run(call: Callable[[], Awaitable[T]]) -> T:
         async with semaphore:
-            return await coroutine
+            return await call()
 
-    return await asyncio.gather(*(run(c) for c in coroutines))
+    return await _all(*(run(call) for call in calls))
+
+
+async def _all(*coroutines: Awaitable[T]) -> list[T]:
+    """gather(), but the first failure cancels the others: a failed poll
+    leaves no request of its own running behind it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def classify_error(status: int, body: bytes, path: str) -> PollError | None:
