@@ -164,10 +164,10 @@ class Poller:
             delay = entry.first_delay
         self._push(entry, self._loop.time() + delay)
 
-    def _push(self, entry: _Entry, due: float) -> None:
+    def _push(self, entry: _Entry, due: float, arm: bool = True) -> None:
         entry.due = due
         heapq.heappush(self._heap, (due, next(self._seq), entry))
-        if due < self._timer_at:
+        if arm and due < self._timer_at:
             self._arm(due)
 
     def _arm(self, at: float) -> None:
@@ -189,13 +189,13 @@ class Poller:
                 continue
             # Coalesce: the next run is the first slot after now on the job's phase.
             behind = int((now - due) // entry.interval) + 1
-            self._push(entry, due + behind * entry.interval)
+            self._push(entry, due + behind * entry.interval, arm=False)
             if entry.task is None:
                 self._start(entry, now - due)
             elif entry.waiting is None:
                 entry.waiting = due
                 self._loop.call_later(min(OVERRUN_GRACE, entry.interval / 4), self._overran, entry)
-        if heap and self._timer is None:
+        if heap:
             self._arm(heap[0][0])
 
     def _start(self, entry: _Entry, lag: float) -> None:

@@ -53,11 +53,14 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     key: str | None = None  # lone_surrogate: the JSON key whose string values are cut
+    size: int = 0  # padding: the answer's size in bytes
 
     # lone_surrogate: the string values of `key` in the real answer (all of
     # them without a key) end with the escape of half a UTF-16 pair
     # (`"...\\ud800"`), as a JavaScript string cut mid-character serialises.
-    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate")
+    # padding: the real answer followed by spaces up to `size` bytes (still
+    # valid JSON), for the memory bounds on large answers.
+    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate", "padding")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:

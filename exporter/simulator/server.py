@@ -5,8 +5,10 @@ serves every source: a source's simulated base URL is `{url}/{prefix}`.
 
 Control endpoints, for tests and demos (JSON):
 
-    POST   /_sim/faults     {"path": "regex", "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate",
-                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5}
+    POST   /_sim/faults     {"path": "regex",
+                             "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|padding",
+                             "times": 1, "status": 503, "retry_after": 1, "delay": 0.5, "size": 33554432}
+                            (padding: the answer is `size` bytes, sent over `delay` seconds)
     DELETE /_sim/faults
     GET    /_sim/requests   the last requests received (Authorization redacted), at most REQUEST_LOG
     DELETE /_sim/requests
@@ -208,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             simulator._record(request)
             self._fault_response(fault)
             return
-        if fault is not None and fault.delay:
+        if fault is not None and fault.delay and fault.kind != "padding":
             time.sleep(fault.delay)
         try:
             response = simulator.dispatch(request)
@@ -218,6 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
         payload = response.encoded()
         if fault is not None and fault.kind == "malformed":
             payload = b'{"this is": not json' + payload[:20]
+        if fault is not None and fault.kind == "padding":
+            payload += b" " * max(0, fault.size - len(payload))
         if fault is not None and fault.kind == "lone_surrogate":
             key = rb'"[^"]*"' if fault.key is None else json.dumps(fault.key).encode()
             payload = re.sub(rb"(" + key + rb': "(?:[^"\\]|\\.)*)"', rb'\1\\ud800"', payload)
@@ -234,7 +238,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.end_headers()
+        if fault is not None and fault.kind == "padding" and fault.delay:
+            self._write_slowly(payload, fault.delay)
+            return
         self.wfile.write(payload)
+
+    def _write_slowly(self, payload: bytes, seconds: float, pieces: int = 16) -> None:
+        """A large answer that takes `seconds` to arrive (a slow vendor), so
+        that several are being read at once."""
+        step = -(-len(payload) // pieces)
+        for start in range(0, len(payload), step):
+            self.wfile.write(payload[start:start + step])
+            self.wfile.flush()
+            time.sleep(seconds / pieces)
 
     def _fault_response(self, fault: Fault) -> None:
         status = 429 if fault.kind == "rate_limit" else fault.status
