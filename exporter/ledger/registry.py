@@ -83,10 +83,9 @@ class Ledgers:
                           self._files.path_for(source, target), exc, source, extra={"source": source})
             return
         with self._lock:
-            failing = self._failing.get(source)
-            recovered = failing is not None and target in failing and len(failing) == 1
-            if failing is not None:
-                failing.discard(target)
+            was = self._failing.get(source, set())
+            recovered = was == {target}
+            was.discard(target)
         if recovered:
             log.info("counter state of source %s is saved again (%s)", source, self._files.directory,
                      extra={"source": source})
