@@ -86,6 +86,25 @@ def test_retry_after_beyond_the_cap_fails_as_rate_limited(simulator: Simulator, 
     assert errors(polls.app, "103054", "rate_limited") == 1
 
 
+@pytest.mark.parametrize(("kind", "status", "reason"), [("rate_limit", 429, "rate_limited"),
+                                                      ("status", 503, "http_5xx")])
+def test_a_retry_wait_past_the_deadline_fails_the_poll_under_its_reason(
+    simulator: Simulator, tmp_path: Path, kind: str, status: int, reason: str
+) -> None:
+    # Retry-After 1.5 s, a 2 s deadline: the first wait fits, the second would end after the
+    # deadline, so the poll fails at once under the reason of the answer, not as a timeout.
+    p = Polls(k6_config(simulator, [103054], extra='timeout = "2s"\nhttp = { retries = 5 }').replace(
+        "http = { retries = 2, backoff = 0.01, max_backoff = 0.05 }", ""), tmp_path)
+    try:
+        simulator.inject(Fault(path="/metrics\\?", kind=kind, status=status, retry_after=1.5, times=50))
+        assert not p.poll("103054")
+        assert len([r for r in simulator.requests if r.path.endswith("/metrics")]) == 2
+        assert errors(p.app, "103054", reason) == 1
+        assert errors(p.app, "103054", "timeout") == 0
+    finally:
+        p.close()
+
+
 def test_4xx_is_not_retried(simulator: Simulator, polls: Polls) -> None:
     simulator.inject(Fault(path="/thresholds", kind="status", status=400))
     assert not polls.poll("103054")
