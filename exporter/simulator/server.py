@@ -65,6 +65,11 @@ class Simulator:
         self._faults: list[Fault] = []
         self._requests: deque[SimRequest] = deque(maxlen=request_log)
         self._lock = threading.Lock()
+        # Requests being answered now, and the most at once, by the first three
+        # segments of their path (`/bird/workspaces/ws-1`): what tests of the
+        # exporter's concurrency bounds read (`peak_in_flight`).
+        self._active: dict[str, int] = {}
+        self._peak: dict[str, int] = {}
         host, port = split_listen(listen)
         self._server = _Server((host, port), _Handler)
         self._server.simulator = self
@@ -117,6 +122,25 @@ class Simulator:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._peak.clear()
+
+    def peak_in_flight(self, prefix: str = "") -> int:
+        """The most requests under `prefix` (three path segments, or "" for all) answered at once."""
+        with self._lock:
+            return self._peak.get(prefix, 0)
+
+    def _enter(self, path: str) -> list[str]:
+        keys = ["", "/".join(path.split("/")[:4])]
+        with self._lock:
+            for key in keys:
+                self._active[key] = active = self._active.get(key, 0) + 1
+                self._peak[key] = max(self._peak.get(key, 0), active)
+        return keys
+
+    def _leave(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._active[key] -= 1
 
     def now(self) -> float:
         return self.clock()
@@ -199,6 +223,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
+        keys = self.server.simulator._enter(urlsplit(self.path).path)
+        try:
+            self._answer()
+        finally:
+            self.server.simulator._leave(keys)
+
+    def _answer(self) -> None:
         simulator = self.server.simulator
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
