@@ -1,0 +1,160 @@
+"""The scale benchmark (#19): n Bird flows polled every 60 s on one exporter, against a simulator process.
+
+    python benchmarks/bench.py scale --targets 1000 3000 10000 --minutes 3
+
+Each target count runs in a process of its own (peak RSS is per process). For
+each: start-up until `/metrics` answers, exporter CPU share over the
+measurement window (after one interval of warm-up, so every first poll is
+done), peak RSS, scheduling lag (actual - planned start) p50/p99, overruns,
+failed polls, and `/metrics` median/p99 over scrapes made while polls go on.
+Figures are measured, never asserted: each target line says "met" or "MISSED".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+INTERVAL = 60.0
+SCRAPES = 30
+
+
+def run_one(targets: int, minutes: float) -> dict[str, Any]:
+    """One target count, in this process; prints its figures and returns them."""
+    from benchmarks.bench import SCRAPER_TEXT, _free_port, _wait, p99, raw_get
+
+    port, listen = _free_port(), _free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--listen", f"127.0.0.1:{port}",
+                            "--freeze-time", str(time.time())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(f"http://127.0.0.1:{port}/_sim/requests")
+        started = time.monotonic()
+        serving: list[float] = []
+        threading.Thread(target=_first_answer, args=(listen, started, serving, raw_get, SCRAPER_TEXT),
+                         daemon=True).start()
+        result = asyncio.run(_scenario(targets, minutes, port, listen, raw_get, SCRAPER_TEXT))
+    finally:
+        sim.terminate()
+        sim.wait()
+    result["startup"] = serving[0] if serving else float("nan")
+    result["targets"] = targets
+    scrapes = result.pop("scrapes")
+    result["scrape_median"], result["scrape_p99"] = statistics.median(scrapes), p99(scrapes)
+    lags = result.pop("lags")
+    result["lag_p50"], result["lag_p99"] = (statistics.median(lags), p99(lags)) if lags else (0.0, 0.0)
+    result["runs"] = len(lags)
+    _print(result, minutes)
+    return result
+
+
+def _first_answer(listen: int, started: float, into: list[float], raw_get: Any, headers: dict[str, str]) -> None:
+    while True:
+        try:
+            raw_get(listen, headers)
+        except OSError:
+            time.sleep(0.05)
+            continue
+        into.append(time.monotonic() - started)
+        return
+
+
+async def _scenario(targets: int, minutes: float, port: int, listen: int, raw_get: Any,
+                    headers: dict[str, str]) -> dict[str, Any]:
+    from benchmarks.bench import timed
+    from exporter.app import App, freeze_startup_heap
+    from exporter.app.settings import Settings
+    from exporter.simulator import SIMULATOR_TOKEN
+
+    settings = Settings(server={"listen": f"127.0.0.1:{listen}"}, sources=[{
+        "type": "bird_flow_runs", "name": "bird", "interval": INTERVAL, "base_url": f"http://127.0.0.1:{port}/bird",
+        "access_key": SIMULATOR_TOKEN, "workspace_id": "ws", "flow_ids": [f"flow-{i}" for i in range(targets)]}])
+    app = App(settings)
+    await app.start()
+    freeze_startup_heap()  # as the daemon does
+    assert app.poller is not None
+    await asyncio.sleep(INTERVAL)  # every first poll (spread over up to one interval) is done
+    lags: list[float] = []
+    app.poller.observe_lag = lags.append
+    before = _totals(app)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(minutes * 60)
+    cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+    app.poller.observe_lag = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the scrape buffer
+    after = _totals(app)
+    # /metrics of the running exporter (polls go on meanwhile), one scrape a second.
+    scrapes: list[float] = []
+    for _ in range(SCRAPES):
+        scrapes += await asyncio.to_thread(timed, lambda: raw_get(listen, headers), 1)
+        await asyncio.sleep(1)
+    body = await asyncio.to_thread(raw_get, listen, headers)
+    await app.stop()
+    return {"cpu_share": cpu / wall, "peak_rss": peak, "lags": lags, "scrapes": scrapes, "body": body,
+            "polls": after[0] - before[0], "overruns": after[1] - before[1], "failures": after[2] - before[2],
+            "cpu_per_poll": cpu / max(1, after[0] - before[0])}
+
+
+def _totals(app: Any) -> tuple[int, int, int]:
+    statuses = list(app.runner.status.values())
+    return (sum(s.polls for s in statuses), sum(s.stats.overruns for s in statuses),
+            sum(int(sum(count for count, _ in s.stats.errors.values())) for s in statuses))
+
+
+def _print(r: dict[str, Any], minutes: float) -> None:
+    from benchmarks.bench import verdict
+
+    n = r["targets"]
+    print(f"\n## Scale: {n:,} targets every {INTERVAL:g} s, measured for {minutes:g} min after a {INTERVAL:g} s warm-up\n")
+    print(f"- start-up until /metrics answers: {r['startup']:.1f} s")
+    print(f"- exporter CPU: {r['cpu_share']*100:.1f}% of one core, {r['cpu_per_poll']*1e3:.2f} ms per poll "
+          f"({r['polls']:,} polls, {r['failures']} failed)")
+    print(f"- peak RSS: {r['peak_rss']/2**20:.0f} MiB")
+    print(f"- scheduling lag p50 {r['lag_p50']*1e3:.1f} ms, p99 {r['lag_p99']*1e3:.1f} ms over {r['runs']:,} runs; "
+          f"overruns {r['overruns']}")
+    print(f"- /metrics ({r['body']/1e6:.1f} MB): median {r['scrape_median']*1e3:.1f} ms, p99 {r['scrape_p99']*1e3:.1f} ms")
+    if n >= 10_000:
+        checks = [("serving /metrics within 30 s of start", r["startup"] < 30, f"{r['startup']:.1f} s"),
+                  ("under 35% of one core", r["cpu_share"] < 0.35, f"{r['cpu_share']*100:.1f}%"),
+                  ("under 600 MB RSS", r["peak_rss"] < 600e6, f"{r['peak_rss']/1e6:.0f} MB"),
+                  ("scheduling lag p99 under 1 s", r["lag_p99"] < 1, f"{r['lag_p99']*1e3:.0f} ms"),
+                  ("no overrun", r["overruns"] == 0, f"{r['overruns']}"),
+                  ("/metrics p99 under 100 ms", r["scrape_p99"] < 0.1, f"{r['scrape_p99']*1e3:.0f} ms")]
+    else:
+        checks = [("CPU under 10% of a core per 1,000 targets", r["cpu_share"] < 0.10 * n / 1000,
+                   f"{r['cpu_share']*100:.1f}%"),
+                  ("scheduling lag p99 under 1 s", r["lag_p99"] < 1, f"{r['lag_p99']*1e3:.0f} ms")]
+    for what, ok, detail in checks:
+        print(f"- {what}: " + verdict(ok, detail))
+    print("RESULT " + json.dumps(r), flush=True)
+
+
+def run_all(counts: list[int], minutes: float, bench: str) -> None:
+    """Each count in a process of its own; then the cost per target against the smallest count."""
+    results = []
+    for n in counts:
+        out = subprocess.run([sys.executable, bench, "scale", "--targets", str(n), "--minutes", str(minutes),
+                              "--quiet"], check=True, capture_output=True, text=True).stdout
+        print("\n".join(line for line in out.splitlines() if not line.startswith("RESULT ")), flush=True)
+        results += [json.loads(line[7:]) for line in out.splitlines() if line.startswith("RESULT ")]
+    if len(results) < 2:
+        return
+    from benchmarks.bench import verdict
+
+    print("\n## Scale summary\n")
+    print("| targets | start-up | CPU | CPU/poll | peak RSS | lag p50 / p99 | overruns | /metrics median / p99 |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['targets']:,} | {r['startup']:.1f} s | {r['cpu_share']*100:.1f}% | {r['cpu_per_poll']*1e3:.2f} ms | "
+              f"{r['peak_rss']/2**20:.0f} MiB | {r['lag_p50']*1e3:.1f} / {r['lag_p99']*1e3:.1f} ms | {r['overruns']} | "
+              f"{r['scrape_median']*1e3:.1f} / {r['scrape_p99']*1e3:.1f} ms |")
+    small, large = results[0], results[-1]
+    ratio = (large["cpu_share"] / large["targets"]) / (small["cpu_share"] / small["targets"])
+    print(f"\n- cost per target at {large['targets']:,} within 1.5x of {small['targets']:,}: "
+          + verdict(ratio <= 1.5, f"{ratio:.2f}x"))
