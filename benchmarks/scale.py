@@ -13,6 +13,7 @@ Figures are measured, never asserted: each target line says "met" or "MISSED".
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import resource
 import statistics
@@ -24,6 +25,23 @@ from typing import Any
 
 INTERVAL = 60.0
 SCRAPES = 30
+# Scrapes /metrics like Prometheus (text, no gzip), one a second: [seconds...], body size.
+SCRAPER = """
+import json, socket, sys, time
+port, n = int(sys.argv[1]), int(sys.argv[2])
+buffer = memoryview(bytearray(1 << 20))
+times, size = [], 0
+for _ in range(n):
+    start = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.0\\r\\nAccept: text/plain;version=0.0.4\\r\\n\\r\\n")
+        size = 0
+        while read := sock.recv_into(buffer):
+            size += read
+    times.append(time.perf_counter() - start)
+    time.sleep(1)
+print(json.dumps([times, size]))
+"""
 
 
 def run_one(targets: int, minutes: float) -> dict[str, Any]:
@@ -39,7 +57,7 @@ def run_one(targets: int, minutes: float) -> dict[str, Any]:
         serving: list[float] = []
         threading.Thread(target=_first_answer, args=(listen, started, serving, raw_get, SCRAPER_TEXT),
                          daemon=True).start()
-        result = asyncio.run(_scenario(targets, minutes, port, listen, raw_get, SCRAPER_TEXT))
+        result = asyncio.run(_scenario(targets, minutes, port, listen))
     finally:
         sim.terminate()
         sim.wait()
@@ -65,14 +83,13 @@ def _first_answer(listen: int, started: float, into: list[float], raw_get: Any, 
         return
 
 
-async def _scenario(targets: int, minutes: float, port: int, listen: int, raw_get: Any,
-                    headers: dict[str, str]) -> dict[str, Any]:
-    from benchmarks.bench import timed
+async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dict[str, Any]:
     from exporter.app import App, freeze_startup_heap
     from exporter.app.settings import Settings
     from exporter.simulator import SIMULATOR_TOKEN
 
-    settings = Settings(server={"listen": f"127.0.0.1:{listen}"}, sources=[{
+    # ~12 series a flow: 10,000 flows pass the default [limits] max_series (100,000).
+    settings = Settings(server={"listen": f"127.0.0.1:{listen}"}, limits={"max_series": 10_000_000}, sources=[{
         "type": "bird_flow_runs", "name": "bird", "interval": INTERVAL, "base_url": f"http://127.0.0.1:{port}/bird",
         "access_key": SIMULATOR_TOKEN, "workspace_id": "ws", "flow_ids": [f"flow-{i}" for i in range(targets)]}])
     app = App(settings)
@@ -82,23 +99,44 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int, raw_ge
     await asyncio.sleep(INTERVAL)  # every first poll (spread over up to one interval) is done
     lags: list[float] = []
     app.poller.observe_lag = lags.append
+    pauses = _gc_pauses()
     before = _totals(app)
     cpu0, wall0 = time.process_time(), time.monotonic()
     await asyncio.sleep(minutes * 60)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     app.poller.observe_lag = None
+    gc.callbacks.clear()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the scrape buffer
     after = _totals(app)
-    # /metrics of the running exporter (polls go on meanwhile), one scrape a second.
-    scrapes: list[float] = []
-    for _ in range(SCRAPES):
-        scrapes += await asyncio.to_thread(timed, lambda: raw_get(listen, headers), 1)
-        await asyncio.sleep(1)
-    body = await asyncio.to_thread(raw_get, listen, headers)
+    # /metrics of the running exporter (polls go on meanwhile), one scrape a
+    # second, from another process: a client thread in this one would fight
+    # the exporter for the GIL on every recv and measure itself.
+    scraper = await asyncio.create_subprocess_exec(sys.executable, "-c", SCRAPER, str(listen), str(SCRAPES),
+                                                   stdout=asyncio.subprocess.PIPE)
+    out, _ = await scraper.communicate()
+    scrapes, body = json.loads(out)
     await app.stop()
     return {"cpu_share": cpu / wall, "peak_rss": peak, "lags": lags, "scrapes": scrapes, "body": body,
             "polls": after[0] - before[0], "overruns": after[1] - before[1], "failures": after[2] - before[2],
-            "cpu_per_poll": cpu / max(1, after[0] - before[0])}
+            "cpu_per_poll": cpu / max(1, after[0] - before[0]), "tracked": len(gc.get_objects()),
+            "full_gcs": len(pauses), "gc_max": max(pauses, default=0.0)}
+
+
+def _gc_pauses() -> list[float]:
+    """Durations of the full (generation 2) collections from now on."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append(time.perf_counter() - started[0])
+
+    gc.callbacks.append(watch)
+    return pauses
 
 
 def _totals(app: Any) -> tuple[int, int, int]:
@@ -118,6 +156,8 @@ def _print(r: dict[str, Any], minutes: float) -> None:
     print(f"- peak RSS: {r['peak_rss']/2**20:.0f} MiB")
     print(f"- scheduling lag p50 {r['lag_p50']*1e3:.1f} ms, p99 {r['lag_p99']*1e3:.1f} ms over {r['runs']:,} runs; "
           f"overruns {r['overruns']}")
+    print(f"- full garbage collections in the window: {r['full_gcs']}, longest {r['gc_max']*1e3:.0f} ms "
+          f"({r['tracked']:,} objects tracked)")
     print(f"- /metrics ({r['body']/1e6:.1f} MB): median {r['scrape_median']*1e3:.1f} ms, p99 {r['scrape_p99']*1e3:.1f} ms")
     if n >= 10_000:
         checks = [("serving /metrics within 30 s of start", r["startup"] < 30, f"{r['startup']:.1f} s"),

@@ -55,8 +55,9 @@ class _FamilyEntry:
         if cached is not None:
             return cached
         if self.unordered:
-            for mapping in (self.blocks, self.texts, self.text_gzips):
-                _sort(mapping)
+            _sort(self.blocks)
+            _sort(self.texts)
+            _sort(self.text_gzips)
             self.unordered = False
         blocks = self.blocks.values()
         lines: Iterable[bytes]

@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import AsyncExitStack
 from typing import Any
 
 import httpx2
@@ -183,17 +182,21 @@ class HttpClient:
     async def _attempt(self, method: str, path: str, params: Params, json_body: Any) -> Sent:
         """One request: a rate-budget token first (if any), then a slot of
         the source and of the host, held until the body is read."""
-        async with AsyncExitStack() as stack:
-            if self.budget is not None:
-                await stack.enter_async_context(self.budget.slot())
-            await stack.enter_async_context(self._slots)
-            if self._host_slots is not None:
-                await stack.enter_async_context(self._host_slots)
-            sent = await self._send_once(method, path, params, json_body)
-        if self.budget is not None and sent[0] == 429:
+        if self.budget is None:
+            return await self._in_slots(method, path, params, json_body)
+        async with self.budget.slot():
+            sent = await self._in_slots(method, path, params, json_body)
+        if sent[0] == 429:
             wait = parse_retry_after(sent[1].get("Retry-After"))
             self.budget.hold(wait if wait is not None else self.budget.per)
         return sent
+
+    async def _in_slots(self, method: str, path: str, params: Params, json_body: Any) -> Sent:
+        async with self._slots:
+            if self._host_slots is None:
+                return await self._send_once(method, path, params, json_body)
+            async with self._host_slots:
+                return await self._send_once(method, path, params, json_body)
 
     async def _send_once(self, method: str, path: str, params: Params, json_body: Any) -> Sent:
         request = self._client.build_request(method, path, params=params, json=json_body)
