@@ -128,12 +128,13 @@ class Runner:
         return self._untried == 0
 
     def ordered(self) -> list[TargetStatus]:
-        """Every target's status in (source, target) order; safe from another thread."""
+        """Every target's status in (source, target) order (a copy: the
+        caller may change it); safe from another thread."""
         ordered = self._ordered
         if ordered is None:
             ordered = sorted(list(self.status.values()), key=lambda s: (s.source, s.target))
             self._ordered = ordered
-        return ordered
+        return list(ordered)
 
     # --- what happens to a target between polls ---------------------------------------------
 
