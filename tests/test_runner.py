@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,23 @@ def test_a_retry_wait_past_the_deadline_fails_the_poll_under_its_reason(
         assert len([r for r in simulator.requests if r.path.endswith("/metrics")]) == 2
         assert errors(p.app, "103054", reason) == 1
         assert errors(p.app, "103054", "timeout") == 0
+    finally:
+        p.close()
+
+
+def test_a_slow_body_ends_the_poll_at_its_deadline_counted_once_as_timeout(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # One answer of 2 MiB that would take 8 s to arrive, a 2 s deadline.
+    p = Polls(k6_config(simulator, [103054], extra='timeout = "2s"'), tmp_path)
+    try:
+        simulator.inject(Fault(path="/run-overviews", kind="padding", size=2 * 2**20, delay=8.0))
+        started = time.monotonic()
+        assert not p.poll("103054")
+        assert time.monotonic() - started < 6.0  # not the 8 s of the body
+        counted = {dict(k)["reason"]: v for k, v in samples_of(exposition(p.app), "apimetrics_poll_errors_total").items()
+                   if v}
+        assert counted == {"timeout": 1}
     finally:
         p.close()
 
