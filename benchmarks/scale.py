@@ -144,7 +144,7 @@ def _gc_pauses() -> list[float]:
 def _totals(app: Any) -> tuple[int, int, int]:
     statuses = list(app.runner.status.values())
     return (sum(s.polls for s in statuses), sum(s.stats.overruns for s in statuses),
-            sum(int(sum(count for count, _ in s.stats.errors.values())) for s in statuses))
+            sum(int(sum(s.stats.errors.values())) for s in statuses))
 
 
 def _print(r: dict[str, Any], minutes: float) -> None:

@@ -58,12 +58,13 @@ class TargetStatus:
     live_until: float | None = field(default=None, repr=False)
     # Reasons of partial problems (reported by the source, poll still succeeded)
     # in the previous and the current poll: a reason is logged when it appears.
-    partial_before: set[str] = field(default_factory=set, repr=False)
-    partial_now: set[str] = field(default_factory=set, repr=False)
+    # Frozen sets: the empty one is shared, not an object per target.
+    partial_before: frozenset[str] = field(default=frozenset(), repr=False)
+    partial_now: frozenset[str] = field(default=frozenset(), repr=False)
+    key: TargetKey = field(init=False, repr=False)
 
-    @property
-    def key(self) -> TargetKey:
-        return TargetKey(self.source, self.target)
+    def __post_init__(self) -> None:
+        self.key = TargetKey(self.source, self.target)
 
     @property
     def tried(self) -> bool:
@@ -93,10 +94,12 @@ class Runner:
         self.clock = clock
         self.status: dict[TargetKey, TargetStatus] = {}
         self._versions = itertools.count(1)
-        # (live_until, key) of every successful poll: expire() pops the due
-        # ones instead of looking at every target every second. An entry
-        # whose target polled again since is stale and skipped.
-        self._expiry: list[tuple[float, TargetKey]] = []
+        # (live_until, source, target) of every successful poll: expire()
+        # pops the due ones instead of looking at every target every second.
+        # An entry whose target polled again since is stale and skipped.
+        # (Plain strings, not a TargetKey: such tuples are not walked by the
+        # cyclic garbage collector.)
+        self._expiry: list[tuple[float, str, str]] = []
         # Targets not polled yet (/readyz), and the statuses in (source,
         # target) order for the status page, rebuilt only when targets change.
         self._untried = 0
@@ -152,8 +155,8 @@ class Runner:
         their max_staleness: stale data is never served as fresh forever."""
         now = self.clock() if now is None else now
         while self._expiry and self._expiry[0][0] < now:
-            until, key = heapq.heappop(self._expiry)
-            status = self.status.get(key)
+            until, source, target = heapq.heappop(self._expiry)
+            status = self.status.get(TargetKey(source, target))
             if status is None or status.live_until != until:
                 continue  # removed, or polled successfully since
             status.live_until = None
@@ -174,7 +177,7 @@ class Runner:
         if not status.running:  # during a poll, the poll's end publishes
             self._publish_now(status, Change.STATUS)
         fresh = error.reason not in status.partial_before and error.reason not in status.partial_now
-        status.partial_now.add(error.reason)
+        status.partial_now = status.partial_now | {error.reason}
         log.log(logging.WARNING if fresh else logging.DEBUG, "poll of %s/%s: partial failure (%s): %s",
                 source, target, error.reason, error.message,
                 extra={"source": source, "target": target, "reason": error.reason})
@@ -185,7 +188,7 @@ class Runner:
         """One poll of one target; True on success. Never raises (but on cancel)."""
         status = self.status[target.key]
         status.running = True
-        status.partial_before, status.partial_now = status.partial_now, set()
+        status.partial_before, status.partial_now = status.partial_now, frozenset()
         started = time.monotonic()
         if status.last_attempt is None and self.status.get(status.key) is status:
             self._untried -= 1
@@ -250,7 +253,7 @@ class Runner:
         status.stats = stats
         status.reason, status.message, status.failures = None, "", 0
         status.last_success, status.live_until = now, now + limit
-        heapq.heappush(self._expiry, (status.live_until, status.key))
+        heapq.heappush(self._expiry, (status.live_until, status.source, status.target))
         # Saved only after a successful poll: a failed one changed nothing worth keeping.
         # In a thread: a write and two fsyncs each would hold up every other
         # target's poll on the event loop (10,000 targets: ~170 saves a second).

@@ -11,6 +11,7 @@ its series.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -189,12 +190,10 @@ class Targets:
 
     def _schedule(self, source: AnySource, target: Target) -> None:
         assert self.poller is not None
-        key = target.key
-
-        async def poll() -> None:
-            await self.runner.poll(source, target)
-
-        self.poller.add(key, source.interval, poll, on_overrun=lambda: self.runner.overrun(key))
+        # Partials of plain functions, not closures or bound methods: fewer
+        # objects a target for the cyclic garbage collector to walk.
+        self.poller.add(target.key, source.interval, functools.partial(Runner.poll, self.runner, source, target),
+                        on_overrun=functools.partial(Runner.overrun, self.runner, target.key))
 
     def _discovery_job(self, source: AnySource) -> Callable[[], Awaitable[None]]:
         async def discover() -> None:
