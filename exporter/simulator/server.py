@@ -223,11 +223,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        keys = self.server.simulator._enter(urlsplit(self.path).path)
+        self._keys: list[str] | None = self.server.simulator._enter(urlsplit(self.path).path)
         try:
             self._answer()
         finally:
-            self.server.simulator._leave(keys)
+            self._answered()
+
+    def _answered(self) -> None:
+        """Counted out of `peak_in_flight` as the answer starts: the client
+        may send its next request as soon as it has read this one, maybe
+        before this thread gets to run again."""
+        if self._keys is not None:
+            self.server.simulator._leave(self._keys)
+            self._keys = None
 
     def _answer(self) -> None:
         simulator = self.server.simulator
@@ -256,6 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "lone_surrogate":
             key = rb'"[^"]*"' if fault.key is None else json.dumps(fault.key).encode()
             payload = re.sub(rb"(" + key + rb': "(?:[^"\\]|\\.)*)"', rb'\1\\ud800"', payload)
+        self._answered()
         self.send_response(response.status)
         self.send_header("Content-Type", response.headers.pop("Content-Type", "application/json"))
         for name, value in response.headers.items():
@@ -286,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _fault_response(self, fault: Fault) -> None:
         status = 429 if fault.kind == "rate_limit" else fault.status
         body = json.dumps({"error": {"message": f"injected fault: HTTP {status}"}}).encode()
+        self._answered()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         if fault.retry_after is not None:
