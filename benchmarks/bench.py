@@ -2,7 +2,8 @@
 
     make bench                      # everything, each in its own process, prints tables
     python benchmarks/bench.py scrape --sizes 10000 100000 --repeat 300
-    python benchmarks/bench.py poll | otlp | scale --targets 1000 --minutes 3 | memory
+    python benchmarks/bench.py poll | otlp | memory
+    python benchmarks/bench.py scale --targets 1000 3000 10000 --minutes 3   # benchmarks/scale.py
     BENCH_PROFILE=k6_cloud python benchmarks/bench.py poll   # where a source's poll goes
 
 Figures are measured, never asserted: each target line says "met" or "MISSED
@@ -19,7 +20,6 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -363,64 +363,7 @@ def _poll_sources(base: str) -> list[dict[str, object]]:
     ]
 
 
-# --- scale -------------------------------------------------------------------------------
-
-def bench_scale(targets: int, minutes: float) -> None:
-    """`targets` Bird flows polled every 60 s against a simulator process."""
-    port, listen = _free_port(), _free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--listen", f"127.0.0.1:{port}",
-                            "--freeze-time", str(time.time())], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait(f"http://127.0.0.1:{port}/_sim/requests")
-        from exporter.app import App, freeze_startup_heap
-        from exporter.app.settings import Settings
-        from exporter.simulator import SIMULATOR_TOKEN
-
-        settings = Settings(server={"listen": f"127.0.0.1:{listen}"}, sources=[{
-            "type": "bird_flow_runs", "name": "bird", "interval": 60, "base_url": f"http://127.0.0.1:{port}/bird",
-            "access_key": SIMULATOR_TOKEN, "workspace_id": "ws", "flow_ids": [f"flow-{i}" for i in range(targets)]}])
-        lags: list[float] = []
-        scrape_times: list[float] = []
-        figures: list[int] = []
-
-        async def scenario() -> tuple[float, float]:
-            from apscheduler.events import EVENT_JOB_SUBMITTED
-
-            app = App(settings)
-            await app.start()
-            freeze_startup_heap()  # as the daemon does
-            assert app.poller is not None
-            app.poller._scheduler.add_listener(  # noqa: SLF001 - benchmark instrumentation
-                lambda e: lags.extend(time.time() - t.timestamp() for t in e.scheduled_run_times),
-                EVENT_JOB_SUBMITTED)
-            await asyncio.sleep(10)  # the jittered first polls
-            cpu0, wall0 = time.process_time(), time.monotonic()
-            await asyncio.sleep(minutes * 60)
-            cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
-            figures.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # before the scrape buffer
-            # /metrics of the running exporter: the self-metrics of 1,000
-            # targets are most of it here (Bird has few series per flow).
-            scrapes = await asyncio.to_thread(timed, lambda: raw_get(listen, SCRAPER_TEXT), 20)
-            figures.append(raw_get(listen, SCRAPER_TEXT))
-            scrape_times.extend(scrapes)
-            await app.stop()
-            return cpu, wall
-
-        cpu, wall = asyncio.run(scenario())
-        peak, body = figures
-        share = cpu / wall
-        print(f"\n## Scale: {targets} targets every 60 s for {minutes:g} min\n")
-        print(f"- exporter CPU: {share*100:.1f}% of one core (target < 10%): " + verdict(share < 0.10, f"{share*100:.1f}%"))
-        print(f"- peak RSS: {peak/2**20:.0f} MiB")
-        print(f"- /metrics of the running exporter ({body / 1e6:.1f} MB): median "
-              f"{statistics.median(scrape_times)*1e3:.1f} ms, p99 {p99(scrape_times)*1e3:.1f} ms")
-        if lags:
-            print(f"- scheduling lag p50 {statistics.median(lags)*1e3:.0f} ms, p99 {p99(lags)*1e3:.0f} ms over {len(lags)} polls: "
-                  + verdict(p99(lags) < 1.0, f"p99 {p99(lags)*1e3:.0f} ms"))
-    finally:
-        sim.terminate()
-        sim.wait()
-
+# --- scale: benchmarks/scale.py -------------------------------------------------------------
 
 # --- OTLP encoding -------------------------------------------------------------------
 
@@ -538,7 +481,7 @@ def main() -> None:
     parser.add_argument("what", nargs="*", default=["memory", "scrape", "poll", "otlp", "scale"])
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=50)
-    parser.add_argument("--targets", type=int, default=1000)
+    parser.add_argument("--targets", type=int, nargs="*", default=[1000, 3000, 10000])
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -548,7 +491,7 @@ def main() -> None:
         print(f"# api-metrics-exporter benchmarks — {platform.node()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d')}", flush=True)
         passed = ["--sizes", *map(str, args.sizes), "--repeat", str(args.repeat),
-                  "--targets", str(args.targets), "--minutes", str(args.minutes)]
+                  "--targets", *map(str, args.targets), "--minutes", str(args.minutes)]
         for what in args.what:
             subprocess.run([sys.executable, __file__, what, *passed, "--quiet"], check=True)
         return
@@ -564,7 +507,12 @@ def main() -> None:
     if "otlp" in args.what:
         bench_otlp(100_000, repeat=5)
     if "scale" in args.what:
-        bench_scale(args.targets, args.minutes)
+        from benchmarks.scale import run_all, run_one
+
+        if len(args.targets) == 1:
+            run_one(args.targets[0], args.minutes)
+        else:
+            run_all(args.targets, args.minutes, __file__)
 
 
 if __name__ == "__main__":

@@ -51,12 +51,16 @@ class UpstreamHTTPError(PollError):
     """The upstream answered with a non-success status."""
 
     def __init__(
-        self, reason: str, message: str, *, status: int, body: bytes, retry_after: float | None = None
+        self, reason: str, message: str, *, status: int, body: bytes, retry_after: float | None = None,
+        retryable: bool = True,
     ) -> None:
         super().__init__(reason, message)
         self.status = status
         self.body = body
         self.retry_after = retry_after
+        # False: trying again within this poll cannot help (the vendor's
+        # throttling outlasts it); the next scheduled poll tries again.
+        self.retryable = retryable
 
 
 class InvalidResponse(PollError):

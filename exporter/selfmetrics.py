@@ -20,6 +20,7 @@ import bisect
 import math
 import platform
 import time
+from array import array
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -118,6 +119,8 @@ SELF_METRICS: tuple[SelfMetric, ...] = (
          ("reason",)),
     _row("apimetrics_http_open_connections", G, "HTTP connections open now, TLS handshakes in progress included.",
          P),
+    _row("apimetrics_state_save_failures", C,
+         "Failed saves of a target's counter state to [state] dir, by source.", P, ("source",)),
 )
 _BY_NAME = {row.family.name: row for row in SELF_METRICS}
 
@@ -135,11 +138,16 @@ class TargetStats:
     up: bool = False
     last_success: float | None = None
     series: int = 0
-    # reason → [count, created]; every known reason from the start, at 0.
-    errors: dict[str, list[float]] = field(default_factory=dict)
+    # reason → count, and reason → when its counter started; every known
+    # reason from the start, at 0. Dicts of strings and numbers, and an
+    # array for the buckets: the cyclic garbage collector does not walk them
+    # (a list per reason was 12 more objects a target on every full
+    # collection; benchmarks/scale.py).
+    errors: dict[str, float] = field(default_factory=dict)
+    errors_created: dict[str, float] = field(default_factory=dict)
     # Per-bucket (not cumulative) poll duration counts, one per POLL_BUCKETS
     # bound and +Inf, and their sum.
-    durations: list[int] = field(default_factory=lambda: [0] * (len(POLL_BUCKETS) + 1))
+    durations: array[int] = field(default_factory=lambda: array("q", bytes(8 * (len(POLL_BUCKETS) + 1))))
     duration_sum: float = 0.0
     overruns: int = 0
     expired: int = 0
@@ -150,14 +158,14 @@ class TargetStats:
     def starting(cls, reasons: tuple[str, ...]) -> TargetStats:
         stats = cls()
         for reason in dict.fromkeys((*BASE_REASONS, *reasons)):
-            stats.errors[reason] = [0.0, stats.created]
+            stats.errors[reason] = 0.0
+            stats.errors_created[reason] = stats.created
         return stats
 
     def count_error(self, reason: str) -> None:
-        entry = self.errors.get(reason)
-        if entry is None:
-            entry = self.errors[reason] = [0.0, time.time()]
-        entry[0] += 1
+        if reason not in self.errors:
+            self.errors_created[reason] = time.time()
+        self.errors[reason] = self.errors.get(reason, 0.0) + 1
 
     def observe_duration(self, seconds: float) -> None:
         # The first bucket whose bound is >= the value, as prometheus_client's Histogram.
@@ -172,8 +180,8 @@ def target_samples(key: TargetKey, stats: TargetStats, corrections: tuple[int, f
     created = stats.created
     samples = [Sample(TARGET_UP.family, base, 1.0 if stats.up else 0.0)]
     samples.append(Sample(POLL_DURATION.family, base, _histogram(stats), created=created))
-    samples.extend(Sample(POLL_ERRORS.family, (*base, ("reason", reason)), count, created=since)
-                   for reason, (count, since) in stats.errors.items())
+    samples.extend(Sample(POLL_ERRORS.family, (*base, ("reason", reason)), count,
+                          created=stats.errors_created[reason]) for reason, count in stats.errors.items())
     if stats.last_success is not None:
         samples.append(Sample(LAST_SUCCESS.family, base, stats.last_success))
     samples.append(Sample(TARGET_SERIES.family, base, float(stats.series)))
@@ -215,6 +223,7 @@ class ProcessMetrics:
         self.reload_success = self._gauge("apimetrics_config_last_reload_successful")
         self.reload_timestamp = self._gauge("apimetrics_config_last_reload_success_timestamp_seconds")
         self.shard_info = self._gauge("apimetrics_shard_info")
+        self.state_save_failures = self._counter("apimetrics_state_save_failures")
 
     def add_otlp(self) -> None:
         """Create the OTLP sink's series at zero."""

@@ -208,6 +208,15 @@ class AlertingStack:
             return None
         return body.get("data") if body.get("status") == "success" else None
 
+    def catch_up(self) -> None:
+        """Move the frozen simulator to now and wait for the exporter to poll it
+        again: the exporter's windows follow the wall clock, and minutes after
+        the stack froze the simulator, Flux's latest complete bucket (past the
+        simulator's data) would be empty."""
+        self.sim.clock.frozen = time.time()
+        self.wait_for(lambda: bool(self.query("flux_api_response_time").get("data", {}).get("result")),
+                      "Flux's quantiles after the simulator caught up")
+
     def query(self, promql: str) -> dict[str, Any]:
         """The raw answer of an instant query (errors included)."""
         answer: dict[str, Any] = self.client.get(f"{self.url}/api/v1/query", params={"query": promql}).json()

@@ -378,6 +378,7 @@ def test_queries_return_data_from_prometheus(alerting_stack):
     from tests.alerting_stack import RATE_INTERVAL
 
     alerting_stack.broken()
+    alerting_stack.catch_up()
     dashboard = load_dashboard()
     legends = {}
     for panel in iter_panels(dashboard["panels"]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,42 @@ def test_retry_after_beyond_the_cap_fails_as_rate_limited(simulator: Simulator, 
     assert not polls.poll("103054")
     assert len([r for r in simulator.requests if r.path.endswith("/metrics")]) == 1
     assert errors(polls.app, "103054", "rate_limited") == 1
+
+
+@pytest.mark.parametrize(("kind", "status", "reason"), [("rate_limit", 429, "rate_limited"),
+                                                      ("status", 503, "http_5xx")])
+def test_a_retry_wait_past_the_deadline_fails_the_poll_under_its_reason(
+    simulator: Simulator, tmp_path: Path, kind: str, status: int, reason: str
+) -> None:
+    # Retry-After 1.5 s, a 2 s deadline: the first wait fits, the second would end after the
+    # deadline, so the poll fails at once under the reason of the answer, not as a timeout.
+    p = Polls(k6_config(simulator, [103054], extra='timeout = "2s"\nhttp = { retries = 5 }').replace(
+        "http = { retries = 2, backoff = 0.01, max_backoff = 0.05 }", ""), tmp_path)
+    try:
+        simulator.inject(Fault(path="/metrics\\?", kind=kind, status=status, retry_after=1.5, times=50))
+        assert not p.poll("103054")
+        assert len([r for r in simulator.requests if r.path.endswith("/metrics")]) == 2
+        assert errors(p.app, "103054", reason) == 1
+        assert errors(p.app, "103054", "timeout") == 0
+    finally:
+        p.close()
+
+
+def test_a_slow_body_ends_the_poll_at_its_deadline_counted_once_as_timeout(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # One answer of 2 MiB that would take 8 s to arrive, a 2 s deadline.
+    p = Polls(k6_config(simulator, [103054], extra='timeout = "2s"'), tmp_path)
+    try:
+        simulator.inject(Fault(path="/run-overviews", kind="padding", size=2 * 2**20, delay=8.0))
+        started = time.monotonic()
+        assert not p.poll("103054")
+        assert time.monotonic() - started < 6.0  # not the 8 s of the body
+        counted = {dict(k)["reason"]: v for k, v in samples_of(exposition(p.app), "apimetrics_poll_errors_total").items()
+                   if v}
+        assert counted == {"timeout": 1}
+    finally:
+        p.close()
 
 
 def test_4xx_is_not_retried(simulator: Simulator, polls: Polls) -> None:

@@ -90,7 +90,8 @@ class App:
         # The process-wide self-metrics; every other series reaches the sinks in snapshots.
         self.registry = CollectorRegistry(auto_describe=False)
         self.metrics = ProcessMetrics(self.registry)
-        self.ledgers = Ledgers(settings.state.dir, clock)
+        self.ledgers = Ledgers(settings.state.dir, clock,
+                               lambda source: self.metrics.state_save_failures.labels(source).inc())
         self.prometheus = PrometheusSink(self.registry)
         sinks: list[Sink] = [self.prometheus]
         self.otlp: OtlpSink | None = None
@@ -103,7 +104,8 @@ class App:
         self.runner = Runner(sinks, self.ledgers, clock, settings.limits)
         self.shard = (settings.sharding.resolved_index(), settings.sharding.total)
         self.metrics.shard_info.labels(str(self.shard[0]), str(self.shard[1])).set(1)
-        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, self.shard, simulator_url)
+        self.target_set = Targets(self.runner, self.ledgers, self.metrics, clock, self.shard, simulator_url,
+                                  settings.limits)
         self.web: WebServer | None = None
         self.poller: Poller | None = None
         self._config_stamp: tuple[str, int, int] | None = None
@@ -150,8 +152,8 @@ class App:
         self._reloaded(None)
 
     async def stop(self) -> None:
-        if self.poller is not None:
-            self.poller.shutdown()
+        if self.poller is not None:  # cancels the polls in flight, quietly, and waits for them
+            await self.poller.shutdown()
         if self.otlp is not None:  # flush within otlp.shutdown_grace, /metrics still served meanwhile
             await self.otlp.stop()
         if self.web is not None:
@@ -264,7 +266,8 @@ class App:
         return self.prometheus.body(accept, accept_encoding)
 
     def statuses(self) -> list[TargetStatus]:
-        return list(self.runner.status.values())
+        """Every target's status, ordered by (source, target): sorted once per change of targets."""
+        return self.runner.ordered()
 
     def target_views(self) -> list[TargetView]:
         next_runs = self.poller.next_runs() if self.poller is not None else {}
@@ -275,7 +278,7 @@ class App:
         return ProcessView(self.clock(), self.started_at, self.last_reload, otlp, *self.shard)
 
     def ready(self) -> bool:
-        return all(status.polled for status in list(self.runner.status.values()))
+        return self.runner.ready
 
     def exposition(self, accept: str = "text/plain") -> bytes:
         """The whole uncompressed body after expiring stale targets: for `once`, tests and humans."""

@@ -10,11 +10,13 @@ its series.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
 from exporter.app.status import endpoint_of
-from exporter.config.limits import shard_of
+from exporter.config.limits import LimitsConfig, shard_of
 from exporter.config.source import SourceConfigBase
 from exporter.errors import PollError
 from exporter.ledger.registry import Ledgers
@@ -26,6 +28,7 @@ from exporter.simulator import SIMULATOR_TOKEN
 from exporter.sources import REGISTRY, Target
 from exporter.sources.base import AnySource, SourceContext
 from exporter.sources.kit.http import HttpClient
+from exporter.sources.kit.inflight import ByteBudget, HostSlots
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,12 @@ class Targets:
         clock: Callable[[], float],
         shard: tuple[int, int] = (0, 1),
         simulator_url: str | None = None,
+        limits: LimitsConfig | None = None,
     ) -> None:
+        limits = limits or LimitsConfig()
+        # Shared by every source's HTTP client (sources/kit/inflight.py).
+        self.host_slots = HostSlots(limits.max_in_flight_per_host)
+        self.body_budget = ByteBudget(limits.max_response_bytes_in_flight)
         self.runner = runner
         self.ledgers = ledgers
         self.metrics = metrics
@@ -51,11 +59,22 @@ class Targets:
         self.shard, self.shards = shard
         self.simulator_url = simulator_url
         self.sources: list[AnySource] = []
-        self.pairs: list[tuple[AnySource, Target]] = []
         # Source name → where it is polled: its base URL, or "simulator" (the status page).
         self.endpoints: dict[str, str] = {}
+        # Each source's targets by id, in the order they came: a source of
+        # 10,000 targets is removed, and a discovery aligned, without a walk
+        # over every other source's targets per target.
+        self._targets: dict[int, dict[str, Target]] = {}
         # Set once the app starts: jobs are added from then on.
         self.poller: Poller | None = None
+
+    @property
+    def pairs(self) -> list[tuple[AnySource, Target]]:
+        """Every (source, target) this replica polls."""
+        return [(source, target) for source in self.sources for target in self.of(source)]
+
+    def of(self, source: AnySource) -> list[Target]:
+        return list(self._targets.get(id(source), {}).values())
 
     # --- sources ------------------------------------------------------------------------------
 
@@ -65,7 +84,10 @@ class Targets:
 
     def adopt(self, source: AnySource, served_by_simulator: bool) -> AnySource:
         """Add a source built by make_source, and the targets its config names."""
+        if self.ledgers.persistent:
+            self.metrics.state_save_failures.labels(source.name)  # at 0 from the start
         self.sources.append(source)
+        self._targets[id(source)] = {}
         self.endpoints[source.name] = endpoint_of(None if served_by_simulator else
                                                   source.config.base_url or type(source).default_base_url)
         for target in source.targets():
@@ -77,20 +99,27 @@ class Targets:
         await self.discover(source)
         if self.poller is None:
             return
-        for owner, target in self.pairs:
-            if owner is source:
-                self._schedule(source, target)
+        for target in self.of(source):
+            self._schedule(source, target)
         if source.discovers:
             self.poller.add(Discovery(source.name), source.interval, self._discovery_job(source),
                             first_delay=source.interval)
 
     async def remove_source(self, source: AnySource) -> None:
-        for owner, target in [(s, t) for s, t in self.pairs if s is source]:
-            self._remove(owner, target)
+        """Remove the source and its targets. Its polls in flight are
+        cancelled, and waited for, before its HTTP client closes: a poll of
+        a replaced source ends quietly, it does not fail on a closed client."""
+        in_flight = [self._remove(source, target) for target in self.of(source)]
         if self.poller is not None:
-            self.poller.remove(Discovery(source.name))
+            in_flight.append(self.poller.remove(Discovery(source.name)))
+        tasks = [task for task in in_flight if task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         self.sources.remove(source)
         self.endpoints.pop(source.name, None)
+        del self._targets[id(source)]
         await source.aclose()
 
     async def close(self) -> None:
@@ -126,6 +155,8 @@ class Targets:
             source=config.name,
             on_retry=lambda reason: self.metrics.http_retries.labels(config.name, reason).inc(),
             budget=cls.rate_budget(config, base_url),
+            host_slots=self.host_slots,
+            body_budget=self.body_budget,
         )
         context = SourceContext(http=http, clock=self.clock, ledgers=self.ledgers, report=self.runner.report)
         return cls(config, context)
@@ -149,10 +180,12 @@ class Targets:
         if found is None:
             return True
         self.metrics.discovered_targets.labels(source.name).set(len(found))
-        known = {t.id: t for s, t in self.pairs if s is source}
+        known = dict(self._targets[id(source)])
         wanted = {t.id: t for t in found}
         for target_id in known.keys() - wanted.keys():
-            self._remove(source, known[target_id])
+            task = self._remove(source, known[target_id])
+            if task is not None:
+                task.cancel()  # its answer would no longer be shown
         for target_id in wanted.keys() - known.keys():
             if self._add(source, wanted[target_id]) and self.poller is not None and self.poller.running:
                 self._schedule(source, wanted[target_id])
@@ -162,26 +195,25 @@ class Targets:
         if not self.owns(source, target):
             return False
         self.runner.add(source, target)
-        self.pairs.append((source, target))
+        self._targets[id(source)][target.id] = target
         return True
 
-    def _remove(self, source: AnySource, target: Target) -> None:
+    def _remove(self, source: AnySource, target: Target) -> asyncio.Task[None] | None:
+        """Remove the target; returns its poll in flight, if any (cancelled by the caller)."""
         log.info("target %s removed (gone upstream or from the config); its series go too", target.key)
-        if self.poller is not None:
-            self.poller.remove(target.key)
-        self.pairs.remove((source, target))
+        in_flight = self.poller.remove(target.key) if self.poller is not None else None
+        del self._targets[id(source)][target.id]
         self.runner.remove(target.key)
         self.ledgers.forget(source.name, target.id)
         source.forget(target)
+        return in_flight
 
     def _schedule(self, source: AnySource, target: Target) -> None:
         assert self.poller is not None
-        key = target.key
-
-        async def poll() -> None:
-            await self.runner.poll(source, target)
-
-        self.poller.add(key, source.interval, poll, on_overrun=lambda: self.runner.overrun(key))
+        # Partials of plain functions, not closures or bound methods: fewer
+        # objects a target for the cyclic garbage collector to walk.
+        self.poller.add(target.key, source.interval, functools.partial(Runner.poll, self.runner, source, target),
+                        on_overrun=functools.partial(Runner.overrun, self.runner, target.key))
 
     def _discovery_job(self, source: AnySource) -> Callable[[], Awaitable[None]]:
         async def discover() -> None:

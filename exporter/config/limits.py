@@ -17,11 +17,27 @@ from pydantic import Field, model_validator
 from exporter.config.types import StrictModel
 
 
+def default_response_budget() -> int:
+    """256 MiB, or an eighth of the machine's memory when that is less."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        memory = 0
+    return min(256 * 2**20, memory // 8) if memory > 0 else 256 * 2**20
+
+
 class LimitsConfig(StrictModel):
     """`[limits]`: caps over every target together."""
 
     max_series: int = Field(default=100_000, ge=1, description="series all targets together may export")
     max_label_bytes: int = Field(default=1024, ge=16, description="longer label values are cut (UTF-8 safe)")
+    max_in_flight_per_host: int = Field(default=64, ge=1, le=4096,
+                                        description="requests in flight at once to one upstream host, all sources "
+                                                    "together")
+    max_response_bytes_in_flight: int = Field(
+        default_factory=default_response_budget, ge=1024 * 1024,
+        description="response bytes being read at once, all targets together (default 256 MiB, or an eighth of "
+                    "the memory when that is less); past it answers wait, or fail as response_too_large")
 
 
 class ShardingConfig(StrictModel):

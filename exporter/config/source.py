@@ -32,6 +32,9 @@ class HttpConfig(StrictModel):
         default=60.0, description="the longest Retry-After waited for; a longer one fails the poll as rate_limited")
     max_response_bytes: int = Field(default=64 * 1024 * 1024, ge=1024,
                                     description="larger bodies fail the poll as response_too_large")
+    # A burst of thousands of polls never queues in the connection pool.
+    max_in_flight: int = Field(default=32, ge=1, le=1024,
+                               description="requests of this source in flight at once; more wait their turn")
 
 
 class SourceConfigBase(WithSecrets):

@@ -5,6 +5,9 @@ counters built on them (a documented counter reset: `_created` moves to the
 new start, so `rate()`/`increase()` handle it like any exporter restart).
 With it, each ledger is loaded when its target is first polled and saved
 atomically after every successful poll, so a restart continues the counters.
+A failing save is counted per source (`on_save_failure`) and logged when a
+source's saves start failing and when they work again, not once per save;
+temporary files an interrupted save left are removed at start.
 """
 
 from __future__ import annotations
@@ -26,11 +29,23 @@ class Ledgers:
     """The ledgers of every target, by (source, target). The runner reads each
     target's corrections from here into its own series after a poll."""
 
-    def __init__(self, directory: Path | None, clock: Callable[[], float]) -> None:
+    def __init__(self, directory: Path | None, clock: Callable[[], float],
+                 on_save_failure: Callable[[str], None] | None = None) -> None:
         self._files = LedgerStateStore(directory) if directory is not None else None
         self._clock = clock
         self._ledgers: dict[TargetKey, PeriodLedger] = {}
         self._lock = threading.Lock()
+        self._on_save_failure = on_save_failure
+        # Per source, the targets whose last save failed: the source's
+        # failing and recovery are logged when this becomes non-empty or empty.
+        self._failing: dict[str, set[str]] = {}
+        if self._files is not None:
+            self._files.remove_temporaries()
+
+    @property
+    def persistent(self) -> bool:
+        """Whether ledgers are saved to a state dir."""
+        return self._files is not None
 
     def get(self, source: str, target: str) -> PeriodLedger:
         """The target's ledger: restored from the state dir on first use, else new."""
@@ -56,12 +71,29 @@ class Ledgers:
         try:
             self._files.save(source, target, ledger)
         except OSError as exc:
-            log.error("cannot save counter state of %s/%s to %s: %s", source, target,
-                      self._files.path_for(source, target), exc)
+            if self._on_save_failure is not None:
+                self._on_save_failure(source)
+            with self._lock:
+                failing = self._failing.setdefault(source, set())
+                fresh = not failing
+                failing.add(target)
+            if fresh:
+                log.error("cannot save counter state of %s/%s to %s: %s; further failures of source %s are "
+                          "counted in apimetrics_state_save_failures_total, not logged", source, target,
+                          self._files.path_for(source, target), exc, source, extra={"source": source})
+            return
+        with self._lock:
+            was = self._failing.get(source, set())
+            recovered = was == {target}
+            was.discard(target)
+        if recovered:
+            log.info("counter state of source %s is saved again (%s)", source, self._files.directory,
+                     extra={"source": source})
 
     def forget(self, source: str, target: str) -> None:
         with self._lock:
             self._ledgers.pop(TargetKey(source, target), None)
+            self._failing.get(source, set()).discard(target)
 
     def peek(self, key: TargetKey) -> PeriodLedger | None:
         """The target's ledger if it has one (sources without ledgers have none)."""

@@ -26,6 +26,8 @@ LEDGER_FILE_FORMAT = "api-metrics-exporter/ledger"
 LEDGER_FILE_VERSION = 1
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# The temporary files `save` writes: `.<state file name>.<random>.tmp`.
+_TEMPORARY = re.compile(r"\..*-[0-9a-f]{16}\.ledger\.json\.[^/]+\.tmp")
 
 
 class LedgerStateStore:
@@ -39,6 +41,26 @@ class LedgerStateStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+
+    def remove_temporaries(self) -> int:
+        """Delete the temporary files a save killed mid-write left behind
+        (ours only, by their name); how many. At start no save of this
+        process runs, and the state dir is one process's own."""
+        removed = 0
+        try:
+            names = [entry.name for entry in os.scandir(self.directory)]
+        except OSError:
+            return 0  # missing (created on the first save) or unreadable (the save will say)
+        for name in names:
+            if _TEMPORARY.fullmatch(name):
+                try:
+                    os.unlink(self.directory / name)
+                    removed += 1
+                except OSError as exc:
+                    log.warning("cannot remove the stale temporary file %s: %s", self.directory / name, exc)
+        if removed:
+            log.info("removed %d temporary file(s) left in %s by an interrupted save", removed, self.directory)
+        return removed
 
     def path_for(self, source: str, target: str) -> Path:
         """State file path for one (source, target); stable across runs.

@@ -54,6 +54,7 @@ class Fault:
     delay: float = 0.0
     key: str | None = None  # lone_surrogate: the JSON key whose string values are cut; set: the key to set
     value: Any = None  # set: the new value of every `key` in the answer
+    size: int = 0  # padding: the answer's size in bytes
 
     # lone_surrogate: the string values of `key` in the real answer (all of
     # them without a key) end with the escape of half a UTF-16 pair
@@ -61,7 +62,9 @@ class Fault:
     # set: every `key` at any depth of the real JSON answer gets `value`, so a
     # test breaks a vendor's data, not its protocol (a failing k6 threshold:
     # key "tainted", value true; a NaN Pluto point: key "valueFlag", "NaN").
-    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate", "set")
+    # padding: the real answer followed by spaces up to `size` bytes (still
+    # valid JSON), for the memory bounds on large answers.
+    KINDS = ("status", "rate_limit", "latency", "malformed", "truncated", "lone_surrogate", "set", "padding")
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:

@@ -8,9 +8,10 @@ serves every source: a source's simulated base URL is `{url}/{prefix}`.
 Control endpoints, for tests and demos (JSON):
 
     POST   /_sim/faults     {"path": "regex",
-                             "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|set",
+                             "kind": "status|rate_limit|latency|malformed|truncated|lone_surrogate|set|padding",
                              "times": 1, "status": 503, "retry_after": 1, "delay": 0.5,
-                             "key": "tainted", "value": true}
+                             "key": "tainted", "value": true, "size": 33554432}
+                            (padding: the answer is `size` bytes, sent over `delay` seconds)
     DELETE /_sim/faults
     GET    /_sim/requests   the last requests received (Authorization redacted), at most REQUEST_LOG
     DELETE /_sim/requests
@@ -70,6 +71,11 @@ class Simulator:
         self._faults: list[Fault] = []
         self._requests: deque[SimRequest] = deque(maxlen=request_log)
         self._lock = threading.Lock()
+        # Requests being answered now, and the most at once, by the first three
+        # segments of their path (`/bird/workspaces/ws-1`): what tests of the
+        # exporter's concurrency bounds read (`peak_in_flight`).
+        self._active: dict[str, int] = {}
+        self._peak: dict[str, int] = {}
         host, port = split_listen(listen)
         self._server = _Server((host, port), _Handler)
         self._server.simulator = self
@@ -122,6 +128,25 @@ class Simulator:
     def clear_requests(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._peak.clear()
+
+    def peak_in_flight(self, prefix: str = "") -> int:
+        """The most requests under `prefix` (three path segments, or "" for all) answered at once."""
+        with self._lock:
+            return self._peak.get(prefix, 0)
+
+    def _enter(self, path: str) -> list[str]:
+        keys = ["", "/".join(path.split("/")[:4])]
+        with self._lock:
+            for key in keys:
+                self._active[key] = active = self._active.get(key, 0) + 1
+                self._peak[key] = max(self._peak.get(key, 0), active)
+        return keys
+
+    def _leave(self, keys: list[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._active[key] -= 1
 
     def now(self) -> float:
         return self.clock()
@@ -204,6 +229,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
+        self._keys: list[str] | None = self.server.simulator._enter(urlsplit(self.path).path)
+        try:
+            self._answer()
+        finally:
+            self._answered()
+
+    def _answered(self) -> None:
+        """Counted out of `peak_in_flight` as the answer starts: the client
+        may send its next request as soon as it has read this one, maybe
+        before this thread gets to run again."""
+        if self._keys is not None:
+            self.server.simulator._leave(self._keys)
+            self._keys = None
+
+    def _answer(self) -> None:
         simulator = self.server.simulator
         split = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -215,7 +255,7 @@ class _Handler(BaseHTTPRequestHandler):
             simulator._record(request)
             self._fault_response(fault)
             return
-        if fault is not None and fault.delay:
+        if fault is not None and fault.delay and fault.kind != "padding":
             time.sleep(fault.delay)
         try:
             response = simulator.dispatch(request)
@@ -227,9 +267,12 @@ class _Handler(BaseHTTPRequestHandler):
         payload = response.encoded()
         if fault is not None and fault.kind == "malformed":
             payload = b'{"this is": not json' + payload[:20]
+        if fault is not None and fault.kind == "padding":
+            payload += b" " * max(0, fault.size - len(payload))
         if fault is not None and fault.kind == "lone_surrogate":
             key = rb'"[^"]*"' if fault.key is None else json.dumps(fault.key).encode()
             payload = re.sub(rb"(" + key + rb': "(?:[^"\\]|\\.)*)"', rb'\1\\ud800"', payload)
+        self._answered()
         self.send_response(response.status)
         self.send_header("Content-Type", response.headers.pop("Content-Type", "application/json"))
         for name, value in response.headers.items():
@@ -243,11 +286,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.end_headers()
+        if fault is not None and fault.kind == "padding" and fault.delay:
+            self._write_slowly(payload, fault.delay)
+            return
         self.wfile.write(payload)
+
+    def _write_slowly(self, payload: bytes, seconds: float, pieces: int = 16) -> None:
+        """A large answer that takes `seconds` to arrive (a slow vendor), so
+        that several are being read at once."""
+        step = -(-len(payload) // pieces)
+        for start in range(0, len(payload), step):
+            self.wfile.write(payload[start:start + step])
+            self.wfile.flush()
+            time.sleep(seconds / pieces)
 
     def _fault_response(self, fault: Fault) -> None:
         status = 429 if fault.kind == "rate_limit" else fault.status
         body = json.dumps({"error": {"message": f"injected fault: HTTP {status}"}}).encode()
+        self._answered()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         if fault.retry_after is not None:

@@ -152,7 +152,8 @@ def test_unknown_key_suggestions_follow_the_table(tmp_path: Path) -> None:
     ]
     # Nothing close: the keys that are valid there.
     assert errors_of(tmp_path, VALID + "\n[limits]\nzzz = 1\n") == [
-        "limits.zzz: unknown key; valid here: max_series, max_label_bytes"
+        "limits.zzz: unknown key; valid here: max_series, max_label_bytes, max_in_flight_per_host, "
+        "max_response_bytes_in_flight"
     ]
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from exporter.simulator.whatsapp_flows import (
 )
 from exporter.sources.kit.timeparse import parse_timestamp
 from exporter.sources.whatsapp_flows import latency_buckets, window
-from tests.conftest import FROZEN_NOW, exposition, samples_of, settings_from
+from tests.conftest import FROZEN_NOW, ExporterProcess, exposition, free_port, samples_of, settings_from, write_config
 from tests.sources.test_bird import Harness
 from tests.test_integration_prometheus import require
 
@@ -377,23 +378,32 @@ def test_throttling_codes_are_rate_limited(simulator: Simulator, make: Any, code
 
 
 @pytest.mark.parametrize("status", [400, 429])
-def test_throttling_is_retried_with_backoff(simulator: Simulator, make: Any, status: int) -> None:
+def test_throttling_is_not_retried_within_the_poll(simulator: Simulator, make: Any, status: int) -> None:
+    # Graph throttling lasts until the app's usage decays (minutes): a retry
+    # within the poll would only be throttled again, so the first answer fails
+    # the poll as rate_limited and the next scheduled poll tries again.
     fake(simulator).throttle(times=2, code=80007, status=status)
     h = make(wa_config(simulator, flows=FLOWS[:1]))
-    assert h.poll()  # two throttled answers, then the retry succeeds
-    assert len(simulator.requests) == len(METRICS) + 2
+    assert not h.poll()
+    assert len(simulator.requests) == 1
+    assert errors_of(h) == {"rate_limited": 1}
     retries = samples_of(exposition(h.app), "apimetrics_http_retries_total")
-    assert retries[(("reason", "rate_limited"), ("source", "wa"))] == 2
+    assert retries.get((("reason", "rate_limited"), ("source", "wa")), 0) == 0
+    fake(simulator).throttle(times=0)
+    simulator.clear_requests()
+    h.poll()  # the throttle's second answer
+    assert h.poll()  # then the throttling is over
+    assert errors_of(h) == {"rate_limited": 2}
 
 
 @pytest.mark.parametrize("status", [400, 429])
-def test_persistent_throttling_fails_as_rate_limited_after_retries(
+def test_persistent_throttling_fails_as_rate_limited_on_the_first_answer(
     simulator: Simulator, make: Any, status: int
 ) -> None:
     fake(simulator).throttle(times=100, code=4, status=status)
     h = make(wa_config(simulator, flows=FLOWS[:1], retries=2))
     assert not h.poll()
-    assert len(simulator.requests) == 3
+    assert len(simulator.requests) == 1
     assert errors_of(h) == {"rate_limited": 1}
 
 
@@ -640,6 +650,39 @@ def test_promtool_finds_nothing(simulator: Simulator, make: Any) -> None:
         result = subprocess.run([promtool, "check", "metrics"], input=ours, capture_output=True, text=True,
                                 check=False)
         assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_a_throttled_source_with_a_short_interval_ends_every_poll_by_its_deadline(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # #18 finding 8, on a real process with the default retry settings: Graph code 4 inside HTTP
+    # 400 on every request, a 2 s interval. Each poll ends at the first answer, counted as
+    # rate_limited; none runs into its deadline or the next poll.
+    fake(simulator).throttle(times=100_000, code=4, status=400)
+    port = free_port()
+    flows = [*FLOWS, "3456789012345678"]
+    text = wa_config(simulator, 'interval = "2s"', flows=flows).replace(
+        "http = { retries = 2, backoff = 0.01, max_backoff = 0.02 }", "")
+    process = ExporterProcess(write_config(tmp_path, f'[server]\nlisten = "127.0.0.1:{port}"\n' + text), port)
+    try:
+        process.wait_ready()
+        time.sleep(7)
+        exposition_text = HTTP.get(f"{process.url}/metrics").text
+    finally:
+        output = process.stop()
+    errors = samples_of(exposition_text, "apimetrics_poll_errors_total")
+    counts = samples_of(exposition_text, "apimetrics_poll_duration_seconds_count")
+    within = samples_of(exposition_text, "apimetrics_poll_duration_seconds_bucket")
+    overruns = samples_of(exposition_text, "apimetrics_poll_overruns_total")
+    for flow in flows:
+        target = (("source", "wa"), ("target", flow))
+        polls = counts[target]
+        assert polls >= 3, output
+        assert errors[(("reason", "rate_limited"), *target)] == polls, output
+        assert errors[(("reason", "timeout"), *target)] == 0, output
+        assert within[(("le", "2.5"), *target)] == polls  # every poll ended by its 2 s deadline
+        assert overruns[target] == 0, output
+    assert output.count("failed (rate_limited)") == len(flows)  # once per flow, then at DEBUG
 
 
 def teardown_module() -> None:

@@ -27,7 +27,7 @@ V = TypeVar("V")
 
 class _FamilyEntry:
     __slots__ = ("family", "text_header", "om_header", "text_header_gzip", "om_header_gzip", "blocks", "texts",
-                 "text_gzips", "joined")
+                 "text_gzips", "joined", "unordered")
 
     def __init__(self, family: Family) -> None:
         self.family = family
@@ -44,12 +44,21 @@ class _FamilyEntry:
         # The family's whole body per (openmetrics, compressed), joined on the
         # first scrape after a change: later scrapes send it as one buffer.
         self.joined: dict[tuple[bool, bool], bytes] = {}
+        # A target new to the family was appended out of (source, target)
+        # order: the dicts are sorted before the next join, once, however
+        # many targets came meanwhile (10,000 at start-up).
+        self.unordered = False
 
     def body(self, openmetrics: bool, compressed: bool) -> bytes:
         key = (openmetrics, compressed)
         cached = self.joined.get(key)
         if cached is not None:
             return cached
+        if self.unordered:
+            _sort(self.blocks)
+            _sort(self.texts)
+            _sort(self.text_gzips)
+            self.unordered = False
         blocks = self.blocks.values()
         lines: Iterable[bytes]
         if compressed:
@@ -62,10 +71,14 @@ class _FamilyEntry:
         return joined
 
     def put(self, key: BlockKey, block: Block) -> None:
-        """Add or replace a target's block, keeping (source, target) order."""
-        _insert_sorted(self.blocks, key, block)
-        _insert_sorted(self.texts, key, block.text)
-        _insert_sorted(self.text_gzips, key, block.text_gzip)
+        """Add or replace a target's block: a target already in the family
+        keeps its place; a new one goes last and the order is restored at the
+        next join."""
+        if key not in self.blocks and self.blocks and key < next(reversed(self.blocks)):
+            self.unordered = True
+        self.blocks[key] = block
+        self.texts[key] = block.text
+        self.text_gzips[key] = block.text_gzip
         self.joined.clear()
 
     def pop(self, key: BlockKey) -> None:
@@ -127,14 +140,8 @@ class Store:
             self._order = sorted(self._families)
 
 
-def _insert_sorted(mapping: dict[BlockKey, V], key: BlockKey, value: V) -> None:
-    """Keep a family's entries in (source, target) order. A target already in
-    the family is replaced in place; only a target new to the family (rare)
-    costs a re-sort."""
-    if key in mapping or not mapping or key > next(reversed(mapping)):
-        mapping[key] = value
-        return
-    mapping[key] = value
+def _sort(mapping: dict[BlockKey, V]) -> None:
+    """Put a family's entries in (source, target) order, in place."""
     ordered = sorted(mapping.items())
     mapping.clear()
     mapping.update(ordered)

@@ -12,13 +12,15 @@ import json
 import math
 import operator
 from bisect import bisect_right
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
 
 from exporter.model import Labels
 from exporter.sources.k6_cloud.config import RESERVED_LABELS, K6Point
 from exporter.sources.kit.naming import label_name
 from exporter.sources.kit.timeparse import parse_timestamp
+
+T = TypeVar("T")
 
 
 def tag_labels(tags: dict[str, Any]) -> Labels:
@@ -104,12 +106,27 @@ class Grids(NamedTuple):
 Span = tuple[float, float]  # a backfill's [since, until]
 
 
-async def bounded_gather(coroutines: Iterable[Any], limit: int) -> list[Any]:
-    """gather() with at most `limit` requests in flight, to be gentle upstream."""
+async def bounded_gather(calls: Iterable[Callable[[], Awaitable[T]]], limit: int) -> list[T]:
+    """The results of `calls`, at most `limit` in flight, to be gentle upstream.
+
+    Each coroutine is made only when its turn comes: one made up front and
+    never awaited (the poll's deadline cancelled the gather first) printed
+    `RuntimeWarning: coroutine ... was never awaited`."""
     semaphore = asyncio.Semaphore(limit)
 
-    async def run(coroutine: Any) -> Any:
+    async def run(call: Callable[[], Awaitable[T]]) -> T:
         async with semaphore:
-            return await coroutine
+            return await call()
 
-    return await asyncio.gather(*(run(c) for c in coroutines))
+    return await all_or_cancel(*(run(call) for call in calls))
+
+
+async def all_or_cancel(*coroutines: Awaitable[T]) -> list[T]:
+    """gather(), but the first failure cancels the others: a failed poll
+    leaves no request of its own running behind it."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()

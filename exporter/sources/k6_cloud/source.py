@@ -7,9 +7,10 @@ exported and how the doc is read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 from exporter.config.source import SourceConfigBase
@@ -31,6 +32,7 @@ from exporter.sources.k6_cloud.series import (
     Grids,
     Span,
     _newest,
+    all_or_cancel,
     bounded_gather,
     points_between,
     tag_labels,
@@ -96,13 +98,12 @@ class K6CloudSource(Source[K6CloudConfig]):
     async def poll(self, target: Target) -> list[Sample]:
         run = target.id
         metrics = await self._list_metrics(run)
-        series, thresholds, overview = await asyncio.gather(
-            self._series_samples(run, metrics),
-            self._threshold_samples(run),
-            self._overview_samples(run),
-        )
-        samples, self._cursors[run] = series
-        return [*samples, *thresholds, *overview]
+        series = asyncio.ensure_future(self._series_samples(run, metrics))
+        thresholds = asyncio.ensure_future(self._threshold_samples(run))
+        overview = asyncio.ensure_future(self._overview_samples(run))
+        await all_or_cancel(series, thresholds, overview)  # the first failure cancels the others
+        samples, self._cursors[run] = series.result()
+        return [*samples, *thresholds.result(), *overview.result()]
 
     async def history(self, target: Target, since: float, until: float) -> AsyncIterator[list[Sample]]:
         """A backfill of one run: every point of its series (the configured
@@ -140,9 +141,8 @@ class K6CloudSource(Source[K6CloudConfig]):
         except UpstreamHTTPError as exc:
             if exc.status in (400, 413, 414) and len(ids) > 1:
                 half = len(ids) // 2
-                first, second = await asyncio.gather(
-                    self._series(run, stat, ids[:half]), self._series(run, stat, ids[half:])
-                )
+                first, second = await all_or_cancel(self._series(run, stat, ids[:half]),
+                                                    self._series(run, stat, ids[half:]))
                 return first + second
             raise
         series: list[K6Serie] = read_body(SERIES_ANSWER, body, "series")["k6-serie"]
@@ -157,12 +157,13 @@ class K6CloudSource(Source[K6CloudConfig]):
         by_id = {m.id: m for m in metrics}
         # Every stat of a metric carries the same tags: turn them into labels once.
         tags = self._labels_of_tags(run, metrics)
-        requests = []
+        requests: list[Callable[[], Awaitable[list[K6Serie]]]] = []
         for metric_type, stats in self.config.stats.items():
             ids = [m.id for m in metrics if m.type == metric_type]
             for stat in stats:
                 for start in range(0, len(ids), self.config.series_batch_size):
-                    requests.append(self._series(run, stat, ids[start:start + self.config.series_batch_size]))
+                    chunk = ids[start:start + self.config.series_batch_size]
+                    requests.append(functools.partial(self._series, run, stat, chunk))
         samples: list[Sample] = []
         grids = Grids({}, {})
         cursors = self._cursors.get(run, {})

@@ -67,7 +67,9 @@ def classify_error(status: int, body: bytes, where: str, api_version: str) -> Po
     """Graph's envelope `{"error": {message, type, code, error_subcode, fbtrace_id}}`, by `code`.
 
     190/102/104, 10 and 200-299 → auth; 4, 17, 32, 613, 80000-80099, 130429 →
-    rate_limited (retried with backoff); 1, 2 → http_5xx (temporary, retried);
+    rate_limited, not retried within the poll (Graph throttling lasts until
+    the app's usage decays, minutes; the next poll tries again); 1, 2 →
+    http_5xx (temporary, retried);
     100 "not enough data" → insufficient_data (a partial problem); 12,
     "nonexisting field (metric)", "Unknown path components", or 404/410 →
     retired; 100 subcode 33 and 803 → not_found.
@@ -85,7 +87,7 @@ def classify_error(status: int, body: bytes, where: str, api_version: str) -> Po
     if code in AUTH_CODES or 200 <= code <= 299:
         reason = "auth"
     elif code in THROTTLE_CODES or 80000 <= code <= 80099:
-        reason = "rate_limited"
+        return UpstreamHTTPError("rate_limited", text, status=status, body=body, retryable=False)
     elif code in TRANSIENT_CODES:
         reason = "http_5xx"
     elif code == 12 or (code in (100, 2500) and _REMOVED.search(message)) or (status in (404, 410) and code != 803):
