@@ -260,7 +260,7 @@ def bench_poll(rounds: int) -> None:
 
 def _poll_row(source_config: dict[str, object], rounds: int,
               render: Callable[..., Any], now: float) -> tuple[str, int, int, float, float, float]:
-    from exporter.app import App, freeze_startup_heap
+    from exporter.app import App, settle_heap
     from exporter.app.settings import Settings
 
     # The exporter's clock is frozen with the simulator's, so every poll asks
@@ -298,7 +298,7 @@ def _poll_row(source_config: dict[str, object], rounds: int,
     source.http._attempt = record  # type: ignore[method-assign]
     loop.run_until_complete(one())  # warm: first-poll state, ledgers
     recorded.clear()  # incremental sources ask for less after the first poll
-    freeze_startup_heap()  # as the daemon does after start-up
+    settle_heap()  # as the daemon does after start-up
     http_rounds = []
     for _ in range(5):
         start = time.process_time()

@@ -86,7 +86,7 @@ def _first_answer(listen: int, started: float, into: list[float], raw_get: Any, 
 
 
 async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dict[str, Any]:
-    from exporter.app import App, freeze_startup_heap
+    from exporter.app import App, keep_settled, settle_heap
     from exporter.app.settings import Settings
     from exporter.simulator import SIMULATOR_TOKEN
 
@@ -96,7 +96,8 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dic
         "access_key": SIMULATOR_TOKEN, "workspace_id": "ws", "flow_ids": [f"flow-{i}" for i in range(targets)]}])
     app = App(settings)
     await app.start()
-    freeze_startup_heap()  # as the daemon does
+    settle_heap()  # as the daemon does: now, and when the first polls have ended
+    settling = asyncio.create_task(keep_settled(app))
     assert app.poller is not None
     await asyncio.sleep(INTERVAL)  # every first poll (spread over up to one interval) is done
     lags: list[float] = []
@@ -117,6 +118,7 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dic
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     after = _totals(app)
     scrapes, body = json.loads(out)
+    settling.cancel()
     await app.stop()
     return {"cpu_share": cpu / wall, "peak_rss": peak, "lags": lags, "scrapes": scrapes, "body": body,
             "polls": after[0] - before[0], "overruns": after[1] - before[1], "failures": after[2] - before[2],

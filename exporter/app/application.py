@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
+from exporter.app.heap import settle_heap
 from exporter.app.reload import plan_reload
 from exporter.app.settings import Settings
 from exporter.app.status import otlp_view, target_views
@@ -59,20 +60,6 @@ def config_stamp(path: str) -> tuple[str, int, int] | None:
     except OSError:
         return None
     return real, info.st_ino, info.st_mtime_ns
-
-
-def freeze_startup_heap() -> None:
-    """Move everything alive after start-up out of the cyclic collector's reach.
-
-    Modules, pydantic schemas, the config and the sources live as long as the
-    process, yet every full (generation 2) collection walked them again: a
-    15-25 ms pause every ten or so k6 polls (`benchmarks/bench.py poll`).
-    After `gc.freeze()` full collections only walk what polls allocated
-    since. The daemon calls this after `App.start()` and each reload (which
-    unfreezes first, so that what it drops can be collected); tests that
-    build many apps in one process do not."""
-    gc.collect()
-    gc.freeze()
 
 
 class App:
@@ -184,9 +171,9 @@ class App:
     async def reload(self) -> str | None:
         """Re-read the config file; apply it if valid (see app/reload.py).
         Returns the error, or None."""
-        # The daemon froze its start-up heap: what a reload drops (sources,
-        # their HTTP clients) must be collectable again, so unfreeze, and
-        # freeze what is then alive once the reload is done.
+        # The daemon froze its heap (app/heap.py): what a reload drops
+        # (sources, their HTTP clients) must be collectable again, so
+        # unfreeze, and settle again once the reload is done.
         frozen = gc.get_freeze_count() > 0
         if frozen:
             gc.unfreeze()
@@ -197,7 +184,7 @@ class App:
             raise
         finally:
             if frozen:
-                freeze_startup_heap()
+                settle_heap()
 
     async def _reload(self) -> str | None:
         """All or nothing: the new config is validated and every new or

@@ -38,7 +38,7 @@ async def run(settings: Settings, config_path: str | None = None) -> int:
 
 
 async def _run(app: App) -> int:
-    from exporter.app import freeze_startup_heap
+    from exporter.app import keep_settled, settle_heap
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,10 +53,12 @@ async def _run(app: App) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await app.start()
-    freeze_startup_heap()
+    settle_heap()  # and again when the first polls have ended, and hourly (app/heap.py)
+    settling = loop.create_task(keep_settled(app))
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        settling.cancel()
         await app.stop()
     return EXIT_OK

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as openmetrics_families
 
-from exporter.app import App, freeze_startup_heap
+from exporter.app import App, settle_heap
 from exporter.app.settings import load_settings
 from exporter.simulator import Simulator
 from tests.conftest import ExporterProcess, free_port, k6_config
@@ -128,7 +128,7 @@ def test_a_reload_after_the_heap_was_frozen_lets_dropped_sources_be_collected(
     try:
         app.build()
         loop.run_until_complete(app.poll_all())
-        freeze_startup_heap()
+        settle_heap()
         config.write_text(k6_config(live, [103054]))
         assert loop.run_until_complete(app.reload()) is None
         assert gc.get_freeze_count() > 0  # frozen again after the reload

@@ -1,0 +1,104 @@
+"""The daemon's heap settling (app/heap.py): frozen once the first polls have
+ended, and collected again periodically so frozen reference cycles do not stay."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.app import heap
+
+
+class Node:
+    """A reference cycle only the cyclic collector can free."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self.polled = False
+
+    def ready(self) -> bool:
+        return self.polled
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(heap, "READY_CHECK_SECONDS", 0.01)
+    gc.unfreeze()
+    yield
+    gc.unfreeze()  # the rest of the test run collects as usual
+    gc.collect()
+
+
+def test_a_cycle_frozen_while_alive_is_freed_by_the_next_settle() -> None:
+    node = Node()
+    alive = weakref.ref(node)
+    heap.settle_heap()
+    del node
+    gc.collect()
+    assert alive() is not None  # frozen: the collector does not walk it
+    heap.settle_heap()
+    assert alive() is None
+
+
+def test_the_heap_is_settled_once_the_first_polls_have_ended() -> None:
+    asyncio.run(_the_heap_is_settled_once_the_first_polls_have_ended())
+
+
+async def _the_heap_is_settled_once_the_first_polls_have_ended() -> None:
+    app = Readiness()
+    task = asyncio.create_task(heap.keep_settled(app, every=60))
+    try:
+        await asyncio.sleep(0.1)
+        assert gc.get_freeze_count() == 0  # first polls still running: their state is not final yet
+        app.polled = True
+        await asyncio.sleep(0.1)
+        assert gc.get_freeze_count() > 0
+    finally:
+        task.cancel()
+
+
+def test_frozen_cycles_are_freed_periodically() -> None:
+    asyncio.run(_frozen_cycles_are_freed_periodically())
+
+
+async def _frozen_cycles_are_freed_periodically() -> None:
+    app = Readiness()
+    app.polled = True
+    node = Node()
+    alive = weakref.ref(node)
+    task = asyncio.create_task(heap.keep_settled(app, every=0.05))
+    try:
+        await asyncio.sleep(0.02)  # settled once: `node` is frozen
+        del node
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if alive() is None:
+                break
+        assert alive() is None
+        assert gc.get_freeze_count() > 0  # and what is alive is frozen again
+    finally:
+        task.cancel()
+
+
+def test_a_target_set_that_never_turns_ready_is_settled_after_one_period() -> None:
+    asyncio.run(_a_target_set_that_never_turns_ready_is_settled_after_one_period())
+
+
+async def _a_target_set_that_never_turns_ready_is_settled_after_one_period() -> None:
+    task = asyncio.create_task(heap.keep_settled(Readiness(), every=0.05))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if gc.get_freeze_count():
+                break
+        assert gc.get_freeze_count() > 0
+    finally:
+        task.cancel()
