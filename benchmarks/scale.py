@@ -5,7 +5,7 @@
 Each target count runs in a process of its own (peak RSS is per process). For
 each: start-up until `/metrics` answers, exporter CPU share over the
 measurement window (after one interval of warm-up, so every first poll is
-done), peak RSS, scheduling lag (actual - planned start) p50/p99, overruns,
+done; `/metrics` is scraped through it as through the window), peak RSS, scheduling lag (actual - planned start) p50/p99, overruns,
 failed polls, and `/metrics` median/p99 over scrapes made while polls go on.
 Figures are measured, never asserted: each target line says "met" or "MISSED".
 """
@@ -67,6 +67,7 @@ def run_one(targets: int, minutes: float) -> dict[str, Any]:
     scrapes = result.pop("scrapes")
     result["scrape_median"], result["scrape_p99"] = statistics.median(scrapes), p99(scrapes)
     result["scrape_max"] = max(scrapes)
+    result["scrape_slowest"] = sorted(scrapes)[-3:][::-1]
     lags = result.pop("lags")
     result["lag_p50"], result["lag_p99"] = (statistics.median(lags), p99(lags)) if lags else (0.0, 0.0)
     result["runs"] = len(lags)
@@ -99,7 +100,12 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dic
     settle_heap()  # as the daemon does: now, and when the first polls have ended
     settling = asyncio.create_task(keep_settled(app))
     assert app.poller is not None
-    await asyncio.sleep(INTERVAL)  # every first poll (spread over up to one interval) is done
+    # Scraped from the start, as Prometheus would: the first scrape after a
+    # minute without any joins every family afresh, which a deployment
+    # scraped every 15-30 s never sees. Not measured.
+    warm_up = time.monotonic()
+    await (await _scraper(listen, int(INTERVAL / SCRAPE_EVERY))).communicate()
+    await asyncio.sleep(max(0.0, INTERVAL - (time.monotonic() - warm_up)))  # every first poll is done
     lags: list[float] = []
     app.poller.observe_lag = lags.append
     pauses = _gc_pauses()
@@ -107,9 +113,7 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dic
     # /metrics scraped while the polls go on (its CPU is part of the share, as
     # in a deployment), from another process: a client thread in this one
     # would fight the exporter for the GIL on every recv and measure itself.
-    scraper = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SCRAPER, str(listen), str(int(minutes * 60 / SCRAPE_EVERY)), str(SCRAPE_EVERY),
-        stdout=asyncio.subprocess.PIPE)
+    scraper = await _scraper(listen, int(minutes * 60 / SCRAPE_EVERY))
     cpu0, wall0 = time.process_time(), time.monotonic()
     out, _ = await scraper.communicate()
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
@@ -124,6 +128,11 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dic
             "polls": after[0] - before[0], "overruns": after[1] - before[1], "failures": after[2] - before[2],
             "cpu_per_poll": cpu / max(1, after[0] - before[0]), "tracked": len(gc.get_objects()),
             "full_gcs": len(pauses), "gc_max": max(pauses, default=0.0)}
+
+
+async def _scraper(listen: int, scrapes: int) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, "-c", SCRAPER, str(listen), str(scrapes),
+                                                str(SCRAPE_EVERY), stdout=asyncio.subprocess.PIPE)
 
 
 def _gc_pauses() -> list[float]:
@@ -163,7 +172,8 @@ def _print(r: dict[str, Any], minutes: float) -> None:
     print(f"- full garbage collections in the window: {r['full_gcs']}, longest {r['gc_max']*1e3:.0f} ms "
           f"({r['tracked']:,} objects tracked)")
     print(f"- /metrics ({r['body']/1e6:.1f} MB), scraped every {SCRAPE_EVERY:g} s during the window: median "
-          f"{r['scrape_median']*1e3:.1f} ms, p99 {r['scrape_p99']*1e3:.1f} ms, slowest {r['scrape_max']*1e3:.1f} ms")
+          f"{r['scrape_median']*1e3:.1f} ms, p99 {r['scrape_p99']*1e3:.1f} ms, slowest "
+          + ", ".join(f"{t*1e3:.0f}" for t in r["scrape_slowest"]) + " ms")
     if n >= 10_000:
         checks = [("serving /metrics within 30 s of start", r["startup"] < 30, f"{r['startup']:.1f} s"),
                   ("under 35% of one core", r["cpu_share"] < 0.35, f"{r['cpu_share']*100:.1f}%"),
