@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client.utils import floatToGoString
@@ -172,6 +172,12 @@ class Block:
         assert self._openmetrics_gzip is not None
         return self._openmetrics_gzip
 
+    def same_in_both_formats(self) -> bool:
+        """Whether its OpenMetrics lines are its text lines (nothing kept to
+        render them otherwise). Read without the lock: a render sets
+        `_samples` to None last, after `_openmetrics`."""
+        return self._samples is None and (self._openmetrics is None or self._openmetrics is self.text)
+
     def _render_openmetrics(self) -> None:
         with _OPENMETRICS_LOCK:  # two concurrent scrapes render it once
             if self._openmetrics is not None:
@@ -187,16 +193,30 @@ class Block:
             self._samples = None
 
 
-def render_blocks(samples: tuple[Sample, ...] | list[Sample]) -> list[Block]:
-    """Group a target's samples by family (first appearance order) and render."""
+def render_blocks(samples: tuple[Sample, ...] | list[Sample],
+                  previous: Mapping[str, Block] | None = None) -> list[Block]:
+    """Group a target's samples by family (first appearance order) and render.
+
+    A family whose lines are those of the target's `previous` block keeps that
+    block: no gzip member is made, and the store sees the same object, so the
+    family's joined body stays cached. In a steady state most families of a
+    target do not change from one poll to the next (its error counts,
+    overruns, expiries, series count, closed vendor periods), and with
+    thousands of targets polled every minute a family changed by any of them
+    would otherwise be joined again at every scrape."""
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
         groups.setdefault(sample.family.name, []).append(sample)
     blocks = []
-    for group in groups.values():
+    for name, group in groups.items():
         family = group[0].family
         text = sample_lines(group, openmetrics=False).encode()
         kept = tuple(_keep(sample) for sample in group) if _differs(group) else None
+        old = previous.get(name) if previous else None
+        if (old is not None and kept is None and old.text == text and old.family == family
+                and old.same_in_both_formats()):
+            blocks.append(old)
+            continue
         blocks.append(Block(family, len(group), text, gzip_member(text), kept))
     return blocks
 

@@ -50,8 +50,9 @@ class PrometheusSink:
         if snapshot.change is Change.HISTORY:
             return  # a backfill's past points: /metrics shows the present only
         key = snapshot.key
-        vendor = render_blocks(snapshot.samples) if snapshot.change is Change.POLLED else None
-        own = render_blocks(snapshot.own)
+        vendor = (render_blocks(snapshot.samples, self.store.current(_block_key(key, VENDOR)))
+                  if snapshot.change is Change.POLLED else None)
+        own = render_blocks(snapshot.own, self.store.current(_block_key(key, OWN)))
         with self._lock:
             if snapshot.version <= self._versions.get(key, 0):
                 return  # a newer snapshot of this target is already in

@@ -74,6 +74,8 @@ class _FamilyEntry:
         """Add or replace a target's block: a target already in the family
         keeps its place; a new one goes last and the order is restored at the
         next join."""
+        if self.blocks.get(key) is block:
+            return  # unchanged (blocks.render_blocks): the joined bodies stay valid
         if key not in self.blocks and self.blocks and key < next(reversed(self.blocks)):
             self.unordered = True
         self.blocks[key] = block
@@ -119,6 +121,11 @@ class Store:
                 kept.append(block)
             self._blocks[key] = tuple(kept)
         return refused
+
+    def current(self, key: BlockKey) -> dict[str, Block]:
+        """The blocks under `key` by family name. Without the lock (a scrape
+        holds it while joining): `_blocks` maps to immutable tuples."""
+        return {block.family.name: block for block in self._blocks.get(key, ())}
 
     def drop(self, key: BlockKey) -> None:
         with self._lock:

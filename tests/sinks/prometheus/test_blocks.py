@@ -195,7 +195,8 @@ def test_conflicting_family_type_is_refused() -> None:
 
 
 OPERATIONS = st.lists(st.tuples(st.sampled_from(["put", "drop"]), st.sampled_from(["a", "b", "c", "d"]),
-                                st.sets(st.sampled_from(["f", "g", "h"]), max_size=3), st.floats(0, 9)), max_size=12)
+                                st.sets(st.sampled_from(["f", "g", "h"]), max_size=3),
+                                st.one_of(st.sampled_from([1.0, 2.0]), st.floats(0, 9))), max_size=12)
 
 
 @settings(max_examples=200, deadline=None)
@@ -203,14 +204,15 @@ OPERATIONS = st.lists(st.tuples(st.sampled_from(["put", "drop"]), st.sampled_fro
 def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_order(
     operations: list[tuple[str, str, set[str], float]],
 ) -> None:
-    def blocks(target: str, names: set[str], value: float) -> tuple[Block, ...]:
+    def blocks(target: str, names: set[str], value: float, store: Store | None = None) -> tuple[Block, ...]:
         samples = [Sample(Family(name, Kind.GAUGE, name.upper()), (("t", target),), value) for name in sorted(names)]
-        return tuple(render_blocks(samples))
+        # Against the live store: a family whose lines did not change keeps its block.
+        return tuple(render_blocks(samples, store.current(("s", target, 0)) if store else None))
 
     live, final = Store(), {}
     for operation, target, names, value in operations:
         if operation == "put":
-            live.put(("s", target, 0), blocks(target, names, value))
+            live.put(("s", target, 0), blocks(target, names, value, live))
             final[target] = (names, value)
         else:
             live.drop(("s", target, 0))

@@ -65,3 +65,39 @@ def test_small_bodies_are_compressed_for_browsers_big_ones_are_not() -> None:
     # identity is always acceptable, so the body goes out as it is.
     assert "Content-Encoding" not in headers
     assert sum(map(len, parts)) > COMPRESS_FOR_HUMANS
+
+
+COUNTER = Family("demo_events", Kind.COUNTER, "Events.")
+
+
+def _publish(sink: PrometheusSink, version: int, samples: tuple[Sample, ...], target: str = "t") -> None:
+    sink.publish(Snapshot(TargetKey("s", target), Change.POLLED, version, (), samples, 0.0, 60.0))
+
+
+def _family_body(sink: PrometheusSink, name: str, openmetrics: bool = False) -> bytes:
+    [body] = [part for part in sink.store.parts(openmetrics=openmetrics, compressed=False) if name.encode() in part]
+    return body
+
+
+def test_an_unchanged_family_keeps_its_joined_body_and_a_changed_one_is_joined_again() -> None:
+    sink = PrometheusSink(CollectorRegistry(auto_describe=False))
+    steady = tuple(Sample(GAUGE, (("i", str(i)),), 1.0) for i in range(3))
+    _publish(sink, 1, (*steady, Sample(COUNTER, (), 5.0)))
+    _publish(sink, 1, (Sample(GAUGE, (("i", "other"),), 2.0),), target="u")
+    before_gauge, before_counter = _family_body(sink, "demo_value"), _family_body(sink, "demo_events")
+    _publish(sink, 2, (*steady, Sample(COUNTER, (), 6.0)))  # the gauges as they were, the counter moved
+    assert _family_body(sink, "demo_value") is before_gauge  # not joined again
+    assert _family_body(sink, "demo_events") is not before_counter
+    assert b"demo_events_total 6.0" in _family_body(sink, "demo_events")
+    _publish(sink, 3, (*steady[:2], Sample(GAUGE, (("i", "2"),), 7.0), Sample(COUNTER, (), 6.0)))
+    assert b'demo_value{i="2"} 7.0' in _family_body(sink, "demo_value")
+
+
+def test_a_counter_reset_to_the_same_value_still_changes_its_created_line() -> None:
+    """The text lines are equal, the OpenMetrics `_created` line is not: the
+    block is rendered again."""
+    sink = PrometheusSink(CollectorRegistry(auto_describe=False))
+    _publish(sink, 1, (Sample(COUNTER, (), 0.0, created=100.0),))
+    assert b"demo_events_created 100.0" in _family_body(sink, "demo_events", openmetrics=True)
+    _publish(sink, 2, (Sample(COUNTER, (), 0.0, created=200.0),))
+    assert b"demo_events_created 200.0" in _family_body(sink, "demo_events", openmetrics=True)
