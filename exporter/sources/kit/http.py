@@ -47,6 +47,7 @@ from exporter.retry import full_jitter, parse_retry_after
 from exporter.sources.kit.inflight import ByteBudget, HostSlots, remaining
 from exporter.sources.kit.payloads import decode_json
 from exporter.sources.kit.ratelimit import RateBudget
+from exporter.sources.kit.transport import source_transport
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class HttpClient:
             # pool would close and reopen connections all through a burst.
             limits=httpx2.Limits(max_connections=config.max_in_flight,
                                  max_keepalive_connections=config.max_in_flight),
-            transport=transport,
+            transport=transport or source_transport(config.max_in_flight),
             follow_redirects=False,
         )
         self._slots = asyncio.Semaphore(config.max_in_flight)

@@ -1,0 +1,120 @@
+"""The sources' transport (sources/kit/transport.py): idle connections the server
+closed are noticed through the cheap probe, and proxies from the environment
+still apply. Real sockets, a real asyncio server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx2
+import pytest
+
+from exporter.config.source import HttpConfig
+from exporter.sources.kit import transport
+from exporter.sources.kit.http import HttpClient
+from exporter.sources.kit.transport import SourceTransport, socket_readable, source_transport
+
+BODY = b'{"ok": true}'
+ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+
+
+class OneAnswerServer:
+    """Answers one request per connection (keeping it alive, as far as the
+    headers say), then closes the connection: what a server whose keep-alive
+    timeout is shorter than the client's does. Records request lines."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.lines: list[bytes] = []
+        self.handlers: list[asyncio.Task[None]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.handlers.append(task)
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.lines.append(head.split(b"\r\n", 1)[0])
+            writer.write(ANSWER)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+
+
+def test_a_socket_is_readable_once_its_peer_wrote_or_closed() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        assert not socket_readable(ours)
+        theirs.sendall(b"x")
+        assert socket_readable(ours)
+        ours.recv(1)
+        theirs.close()
+        assert socket_readable(ours)  # the next read returns b"": the close
+    assert socket_readable(ours)  # closed here: fileno() is -1
+    assert socket_readable(None)
+
+
+async def _two_requests(probe_works: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int | str], int]:
+    if not probe_works:
+        monkeypatch.setattr(transport, "socket_readable", lambda sock: False)
+    server = OneAnswerServer()
+    results: list[int | str] = []
+    async with server as url, httpx2.AsyncClient(transport=SourceTransport(httpx2.Limits())) as client:
+        for _ in range(2):
+            try:
+                results.append((await client.get(f"{url}/x")).status_code)
+            except httpx2.TransportError as exc:
+                results.append(type(exc).__name__)
+            await asyncio.sleep(0.3)  # the server has closed the idle connection by now
+    return results, server.connections
+
+
+def test_an_idle_connection_the_server_closed_is_not_reused(monkeypatch: pytest.MonkeyPatch) -> None:
+    results, connections = asyncio.run(_two_requests(True, monkeypatch))
+    assert results == [200, 200]
+    assert connections == 2
+    # The same without the probe: the second request goes out on the dead
+    # connection and fails, so the pool above did ask our stream.
+    results, _ = asyncio.run(_two_requests(False, monkeypatch))
+    assert results[0] == 200 and results[1] != 200
+
+
+def test_the_sources_use_it_unless_the_environment_names_a_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert isinstance(source_transport(8), SourceTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert source_transport(8) is None
+
+
+async def _through_the_proxy(monkeypatch: pytest.MonkeyPatch) -> tuple[bytes, list[bytes]]:
+    proxy = OneAnswerServer()
+    async with proxy as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        client = HttpClient(base_url="http://vendor.invalid/api", config=HttpConfig())
+        try:
+            body = await client.get("/metrics")
+        finally:
+            await client.aclose()
+    return body, proxy.lines
+
+
+def test_a_proxy_from_the_environment_still_carries_the_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    body, lines = asyncio.run(_through_the_proxy(monkeypatch))
+    assert body == BODY
+    assert lines == [b"GET http://vendor.invalid/api/metrics HTTP/1.1"]  # absolute form: sent to the proxy
