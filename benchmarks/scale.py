@@ -5,8 +5,10 @@
 Each target count runs in a process of its own (peak RSS is per process). For
 each: start-up until `/metrics` answers, exporter CPU share over the
 measurement window (after one interval of warm-up, so every first poll is
-done; `/metrics` is scraped through it as through the window), peak RSS, scheduling lag (actual - planned start) p50/p99, overruns,
-failed polls, and `/metrics` median/p99 over scrapes made while polls go on.
+done; `/metrics` is scraped through it as through the window), peak RSS,
+scheduling lag (actual - planned start) p50/p99, overruns, failed polls,
+and `/metrics` median/p99 (and the three slowest) over the window's
+scrapes, made while polls go on.
 Figures are measured, never asserted: each target line says "met" or "MISSED".
 """
 

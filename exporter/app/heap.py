@@ -12,7 +12,7 @@ slowest scrapes, the scheduling lag p99 and ~8% of a core
 walks. What a frozen object holds is still freed by reference counting when
 it is dropped (a replaced block, a removed target), but a *reference cycle*
 among frozen objects is never found. So the daemon settles the heap
-(collect, then freeze) three times over:
+(collect, then freeze) at these moments:
 
 - after start-up, before the first poll: the code, the config, the sources;
 - once every target's first poll has ended: the per-target state, which
