@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -51,6 +52,14 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def proc_status(pid: int, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status (`VmRSS`, `VmHWM`…), in bytes."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
+    assert found is not None, f"no {field} in /proc/{pid}/status"
+    return int(found.group(1)) * 1024
 
 
 def write_config(tmp_path: Path, text: str, name: str = "exporter.toml") -> Path:

@@ -27,7 +27,7 @@ from exporter.config.server import ServerConfig
 from exporter.simulator import Simulator
 from exporter.web import ServerLimits
 from exporter.web.server import limits_of
-from tests.conftest import ExporterProcess, free_port, k6_config, samples_of, write_config
+from tests.conftest import ExporterProcess, free_port, k6_config, proc_status, samples_of, write_config
 from tests.test_cli import cli
 
 GET = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -51,12 +51,6 @@ def start_exporter(simulator: Simulator, tmp_path: Path) -> Iterator:  # type: i
         if process.proc.poll() is None:
             os.kill(process.proc.pid, signal.SIGCONT)
         process.stop()
-
-
-def proc_status(pid: int, field: str) -> int:
-    """A `kB` field of /proc/<pid>/status, in bytes."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def threads_of(pid: int) -> int:

@@ -14,23 +14,12 @@ import httpx
 import pytest
 
 from exporter.simulator import Fault, Simulator
-from tests.conftest import ExporterProcess, free_port, samples_of, write_config
+from tests.conftest import ExporterProcess, free_port, proc_status, samples_of, write_config
 from tests.ledger.test_state import live_simulator  # noqa: F401 - a fixture
 from tests.sources.test_bird import FLOWS, bird_config
 
 MIB = 2**20
 BODY = 32 * MIB
-
-
-def memory(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of a process, in bytes."""
-    found = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                found[name] = int(value.split()[0]) * 1024
-    return found
 
 
 def polls(url: str) -> float:
@@ -56,7 +45,7 @@ def test_concurrent_huge_answers_stay_within_the_budget_and_memory_comes_back(
     try:
         process.wait_ready()  # the first round (small answers) is done
         time.sleep(1)
-        before = memory(process.proc.pid)["VmRSS"]
+        before = proc_status(process.proc.pid, "VmRSS")
         done = polls(process.url)
         # The next round: every answer 32 MiB, each taking 2 s to arrive, so all six are read at once.
         sim.inject(Fault(path="^/bird/", kind="padding", size=BODY, delay=2.0, times=6))
@@ -65,7 +54,7 @@ def test_concurrent_huge_answers_stay_within_the_budget_and_memory_comes_back(
             assert time.monotonic() < deadline, "the round of huge answers did not end"
             time.sleep(0.2)
         time.sleep(1)
-        after = memory(process.proc.pid)
+        after = {field: proc_status(process.proc.pid, field) for field in ("VmRSS", "VmHWM")}  # VmHWM: peak RSS
         text = httpx.get(f"{process.url}/metrics").text
     finally:
         output = process.stop()
