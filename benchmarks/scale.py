@@ -129,7 +129,8 @@ async def _scenario(targets: int, minutes: float, port: int, listen: int) -> dic
     return {"cpu_share": cpu / wall, "peak_rss": peak, "lags": lags, "scrapes": scrapes, "body": body,
             "polls": after[0] - before[0], "overruns": after[1] - before[1], "failures": after[2] - before[2],
             "cpu_per_poll": cpu / max(1, after[0] - before[0]), "tracked": len(gc.get_objects()),
-            "full_gcs": len(pauses), "gc_max": max(pauses, default=0.0)}
+            "full_gcs": len(pauses[2]), "gc_max": max(pauses[2], default=0.0),
+            "young_gcs": len(pauses[0]) + len(pauses[1]), "young_gc_max": max(pauses[0] + pauses[1], default=0.0)}
 
 
 async def _scraper(listen: int, scrapes: int) -> asyncio.subprocess.Process:
@@ -137,18 +138,17 @@ async def _scraper(listen: int, scrapes: int) -> asyncio.subprocess.Process:
                                                 str(SCRAPE_EVERY), stdout=asyncio.subprocess.PIPE)
 
 
-def _gc_pauses() -> list[float]:
-    """Durations of the full (generation 2) collections from now on."""
-    pauses: list[float] = []
+def _gc_pauses() -> dict[int, list[float]]:
+    """Durations of the collections from now on, by generation (the daemon's
+    own young collections in app/heap.py included)."""
+    pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
     started = [0.0]
 
     def watch(phase: str, info: dict[str, int]) -> None:
-        if info["generation"] != 2:
-            return
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            pauses.append(time.perf_counter() - started[0])
+            pauses[info["generation"]].append(time.perf_counter() - started[0])
 
     gc.callbacks.append(watch)
     return pauses
@@ -171,8 +171,8 @@ def _print(r: dict[str, Any], minutes: float) -> None:
     print(f"- peak RSS: {r['peak_rss']/2**20:.0f} MiB")
     print(f"- scheduling lag p50 {r['lag_p50']*1e3:.1f} ms, p99 {r['lag_p99']*1e3:.1f} ms over {r['runs']:,} runs; "
           f"overruns {r['overruns']}")
-    print(f"- full garbage collections in the window: {r['full_gcs']}, longest {r['gc_max']*1e3:.0f} ms "
-          f"({r['tracked']:,} objects tracked)")
+    print(f"- full garbage collections in the window: {r['full_gcs']}, longest {r['gc_max']*1e3:.0f} ms; "
+          f"young ones: {r['young_gcs']}, longest {r['young_gc_max']*1e3:.0f} ms ({r['tracked']:,} objects tracked)")
     print(f"- /metrics ({r['body']/1e6:.1f} MB), scraped every {SCRAPE_EVERY:g} s during the window: median "
           f"{r['scrape_median']*1e3:.1f} ms, p99 {r['scrape_p99']*1e3:.1f} ms, slowest "
           + ", ".join(f"{t*1e3:.0f}" for t in r["scrape_slowest"]) + " ms")

@@ -1,5 +1,7 @@
 """The daemon's heap settling (app/heap.py): frozen once the first polls have
-ended, and collected again periodically so frozen reference cycles do not stay."""
+ended, the young generations frozen every second after a collection, and
+the whole heap collected again periodically so frozen reference cycles do
+not stay."""
 
 from __future__ import annotations
 
@@ -100,5 +102,54 @@ async def _a_target_set_that_never_turns_ready_is_settled_after_one_period() -> 
             if gc.get_freeze_count():
                 break
         assert gc.get_freeze_count() > 0
+    finally:
+        task.cancel()
+
+
+def _frozen(obj: object) -> bool:
+    """Tracked, yet in none of the three generations: in the permanent one."""
+    return gc.is_tracked(obj) and not any(other is obj for other in gc.get_objects())
+
+
+def test_what_survives_between_settles_is_frozen_every_tick() -> None:
+    asyncio.run(_what_survives_between_settles_is_frozen_every_tick())
+
+
+async def _what_survives_between_settles_is_frozen_every_tick() -> None:
+    app = Readiness()
+    app.polled = True
+    task = asyncio.create_task(heap.keep_settled(app, every=60, young_every=0.02))
+    try:
+        await asyncio.sleep(0.01)  # settled once
+        state = Node()  # a poll's new state, after the settle
+        assert not _frozen(state)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if _frozen(state):
+                break
+        assert _frozen(state)  # frozen without waiting for the next settle (a minute away)
+    finally:
+        task.cancel()
+
+
+def test_young_garbage_is_collected_before_it_is_frozen() -> None:
+    asyncio.run(_young_garbage_is_collected_before_it_is_frozen())
+
+
+async def _young_garbage_is_collected_before_it_is_frozen() -> None:
+    app = Readiness()
+    app.polled = True
+    task = asyncio.create_task(heap.keep_settled(app, every=60, young_every=0.02))
+    try:
+        await asyncio.sleep(0.01)
+        garbage = Node()
+        dead = weakref.ref(garbage)
+        del garbage  # a cycle: only the collector frees it
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if dead() is None:
+                break
+        # A bare freeze would have kept it until the next settle, a minute away.
+        assert dead() is None
     finally:
         task.cancel()
