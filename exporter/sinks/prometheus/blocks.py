@@ -157,6 +157,11 @@ class Block:
     # Kept only where OpenMetrics differs from text (see _differs) and
     # until the OpenMetrics form has been rendered once.
     _samples: tuple[Kept, ...] | None = field(default=None, repr=False)
+    # With the family and the text, what makes the OpenMetrics lines: the
+    # samples' `_created` times (a tuple of numbers, which the cyclic
+    # collector does not track). Kept after the OpenMetrics form is rendered,
+    # so that an unchanged counter keeps its block (render_blocks).
+    created: tuple[float | None, ...] = field(default=(), repr=False)
     _openmetrics: bytes | None = field(default=None, repr=False)
     _openmetrics_gzip: bytes | None = field(default=None, repr=False)
 
@@ -171,12 +176,6 @@ class Block:
             self._render_openmetrics()
         assert self._openmetrics_gzip is not None
         return self._openmetrics_gzip
-
-    def same_in_both_formats(self) -> bool:
-        """Whether its OpenMetrics lines are its text lines (nothing kept to
-        render them otherwise). Read without the lock: a render sets
-        `_samples` to None last, after `_openmetrics`."""
-        return self._samples is None and (self._openmetrics is None or self._openmetrics is self.text)
 
     def _render_openmetrics(self) -> None:
         with _OPENMETRICS_LOCK:  # two concurrent scrapes render it once
@@ -203,7 +202,8 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample],
     target do not change from one poll to the next (its error counts,
     overruns, expiries, series count, closed vendor periods), and with
     thousands of targets polled every minute a family changed by any of them
-    would otherwise be joined again at every scrape."""
+    would otherwise be joined again at every scrape. Counters count too: a
+    counter that did not move keeps its block, `_created` line included."""
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
         groups.setdefault(sample.family.name, []).append(sample)
@@ -211,13 +211,16 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample],
     for name, group in groups.items():
         family = group[0].family
         text = sample_lines(group, openmetrics=False).encode()
-        kept = tuple(_keep(sample) for sample in group) if _differs(group) else None
+        created = () if family.kind is Kind.GAUGE else tuple([sample.created for sample in group])
         old = previous.get(name) if previous else None
-        if (old is not None and kept is None and old.text == text and old.family == family
-                and old.same_in_both_formats()):
+        # The family, the text lines and the `_created` times determine the
+        # OpenMetrics lines too (the other differences, a histogram's `_count`
+        # without `_sum`, show in the text): the old block serves both.
+        if old is not None and old.text == text and old.created == created and old.family == family:
             blocks.append(old)
             continue
-        blocks.append(Block(family, len(group), text, gzip_member(text), kept))
+        kept = tuple(_keep(sample) for sample in group) if _differs(group) else None
+        blocks.append(Block(family, len(group), text, gzip_member(text), kept, created=created))
     return blocks
 
 

@@ -196,24 +196,29 @@ def test_conflicting_family_type_is_refused() -> None:
 
 OPERATIONS = st.lists(st.tuples(st.sampled_from(["put", "drop"]), st.sampled_from(["a", "b", "c", "d"]),
                                 st.sets(st.sampled_from(["f", "g", "h"]), max_size=3),
-                                st.one_of(st.sampled_from([1.0, 2.0]), st.floats(0, 9))), max_size=12)
+                                st.one_of(st.sampled_from([1.0, 2.0]), st.floats(0, 9)),
+                                st.sampled_from([None, 10.0, 20.0])), max_size=12)
+# "f" a gauge; "g" and "h" counters, whose `_created` may change while their value does not.
+KINDS = {"f": Kind.GAUGE, "g": Kind.COUNTER, "h": Kind.COUNTER}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(OPERATIONS)
 def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_order(
-    operations: list[tuple[str, str, set[str], float]],
+    operations: list[tuple[str, str, set[str], float, float | None]],
 ) -> None:
-    def blocks(target: str, names: set[str], value: float, store: Store | None = None) -> tuple[Block, ...]:
-        samples = [Sample(Family(name, Kind.GAUGE, name.upper()), (("t", target),), value) for name in sorted(names)]
+    def blocks(target: str, names: set[str], value: float, created: float | None,
+               store: Store | None = None) -> tuple[Block, ...]:
+        samples = [Sample(Family(name, KINDS[name], name.upper()), (("t", target),), value,
+                          created=None if KINDS[name] is Kind.GAUGE else created) for name in sorted(names)]
         # Against the live store: a family whose lines did not change keeps its block.
         return tuple(render_blocks(samples, store.current(("s", target, 0)) if store else None))
 
     live, final = Store(), {}
-    for operation, target, names, value in operations:
+    for operation, target, names, value, created in operations:
         if operation == "put":
-            live.put(("s", target, 0), blocks(target, names, value, live))
-            final[target] = (names, value)
+            live.put(("s", target, 0), blocks(target, names, value, created, live))
+            final[target] = (names, value, created)
         else:
             live.drop(("s", target, 0))
             final.pop(target, None)

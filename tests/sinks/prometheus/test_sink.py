@@ -93,6 +93,20 @@ def test_an_unchanged_family_keeps_its_joined_body_and_a_changed_one_is_joined_a
     assert b'demo_value{i="2"} 7.0' in _family_body(sink, "demo_value")
 
 
+def test_a_counter_that_did_not_move_keeps_its_joined_bodies_in_both_formats() -> None:
+    """Most of a target's counters (its error counts, a vendor's closed
+    periods) are as they were at the last poll: nothing is joined again."""
+    sink = PrometheusSink(CollectorRegistry(auto_describe=False))
+    _publish(sink, 1, (Sample(COUNTER, (), 5.0, created=100.0),))
+    text, openmetrics = _family_body(sink, "demo_events"), _family_body(sink, "demo_events", openmetrics=True)
+    _publish(sink, 2, (Sample(COUNTER, (), 5.0, created=100.0),))  # after its OpenMetrics form was rendered
+    assert _family_body(sink, "demo_events") is text
+    assert _family_body(sink, "demo_events", openmetrics=True) is openmetrics
+    assert b"demo_events_created 100.0" in openmetrics
+    _publish(sink, 3, (Sample(COUNTER, (), 6.0, created=100.0),))
+    assert b"demo_events_total 6.0" in _family_body(sink, "demo_events", openmetrics=True)
+
+
 def test_a_counter_reset_to_the_same_value_still_changes_its_created_line() -> None:
     """The text lines are equal, the OpenMetrics `_created` line is not: the
     block is rendered again."""
