@@ -85,6 +85,11 @@ def configured_metrics(entries: list[FluxMetricConfig], types: Mapping[str, str]
         kind = types.get(entry.name)
         if kind is None:
             continue  # its lookup failed and was counted
+        if kind not in AGGREGATIONS:  # the server says a type its docs do not list (e.g. "histogram")
+            notes.once(("type", entry.name, kind), logging.WARNING,
+                       "%s: metric %r has unknown type %r on the server; skipped (set its `type` in the config "
+                       "to ask it as one of %s)", notes.source, entry.name, kind, ", ".join(AGGREGATIONS))
+            continue
         wanted = tuple(entry.aggregations or DEFAULT_AGGREGATIONS[kind])
         valid = tuple(a for a in wanted if a in AGGREGATIONS[kind])
         if valid != wanted:

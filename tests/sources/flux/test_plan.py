@@ -57,6 +57,21 @@ def test_discovered_collisions_are_skipped_with_one_error(simulator: Simulator, 
     assert len([r for r in errors if "'queries.planned'" in r.getMessage()]) == 1
 
 
+def test_a_configured_metric_of_a_type_the_docs_do_not_list_is_skipped_not_a_failed_poll(
+        simulator: Simulator, flux: FluxFake, harness: Any, caplog: pytest.LogCaptureFixture) -> None:
+    flux.add(FakeMetric("queue.latency", "histogram"))
+    h = harness('metrics = ["queue.latency", "users.online"]')
+    assert h.poll()  # was a failed poll (`internal`: a KeyError on the type) until 2026-12-07
+    assert h.poll()
+    text = h.text()
+    assert samples_of(text, "flux_users_online")  # the other metric is asked and exported
+    assert samples_of(text, "flux_queue_latency") == {}
+    assert not any(r.path.split("/")[-2] == "queue.latency" for r in queries(simulator))
+    warnings = [r.getMessage() for r in caplog.records if "queue.latency" in r.getMessage()]
+    assert warnings == ["flux: metric 'queue.latency' has unknown type 'histogram' on the server; skipped (set its "
+                        "`type` in the config to ask it as one of gauge, counter, distribution, set)"]
+
+
 def test_budget_holds_with_200_metrics(simulator: Simulator, flux: FluxFake, harness: Any,
                                        caplog: pytest.LogCaptureFixture) -> None:
     limit, window = 50, 1.0
