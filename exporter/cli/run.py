@@ -53,7 +53,7 @@ async def _run(app: App) -> int:
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await app.start()
-    settle_heap()  # and again when the first polls have ended, and hourly (app/heap.py)
+    settle_heap()  # and again when the first polls have ended, hourly, and the young objects every second (app/heap.py)
     settling = loop.create_task(keep_settled(app))
     try:
         await stop.wait()
