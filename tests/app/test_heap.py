@@ -6,9 +6,10 @@ not stay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -28,6 +29,31 @@ class Readiness:
 
     def ready(self) -> bool:
         return self.polled
+
+
+@contextlib.asynccontextmanager
+async def keeping_settled(app: heap.Readiness, every: float, young_every: float = heap.FREEZE_SECONDS,
+                          ) -> AsyncIterator[None]:
+    """`keep_settled` running as the daemon runs it, until the block ends."""
+    task = asyncio.create_task(heap.keep_settled(app, every=every, young_every=young_every))
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def ready() -> Readiness:
+    app = Readiness()
+    app.polled = True
+    return app
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Wait up to 2 s for `condition`, then leave the assertion to the caller."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(autouse=True)
@@ -56,15 +82,12 @@ def test_the_heap_is_settled_once_the_first_polls_have_ended() -> None:
 
 async def _the_heap_is_settled_once_the_first_polls_have_ended() -> None:
     app = Readiness()
-    task = asyncio.create_task(heap.keep_settled(app, every=60))
-    try:
+    async with keeping_settled(app, every=60):
         await asyncio.sleep(0.1)
         assert gc.get_freeze_count() == 0  # first polls still running: their state is not final yet
         app.polled = True
         await asyncio.sleep(0.1)
         assert gc.get_freeze_count() > 0
-    finally:
-        task.cancel()
 
 
 def test_frozen_cycles_are_freed_periodically() -> None:
@@ -72,22 +95,14 @@ def test_frozen_cycles_are_freed_periodically() -> None:
 
 
 async def _frozen_cycles_are_freed_periodically() -> None:
-    app = Readiness()
-    app.polled = True
     node = Node()
     alive = weakref.ref(node)
-    task = asyncio.create_task(heap.keep_settled(app, every=0.05))
-    try:
+    async with keeping_settled(ready(), every=0.05):
         await asyncio.sleep(0.02)  # settled once: `node` is frozen
         del node
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if alive() is None:
-                break
+        await until(lambda: alive() is None)
         assert alive() is None
         assert gc.get_freeze_count() > 0  # and what is alive is frozen again
-    finally:
-        task.cancel()
 
 
 def test_a_target_set_that_never_turns_ready_is_settled_after_one_period() -> None:
@@ -95,15 +110,9 @@ def test_a_target_set_that_never_turns_ready_is_settled_after_one_period() -> No
 
 
 async def _a_target_set_that_never_turns_ready_is_settled_after_one_period() -> None:
-    task = asyncio.create_task(heap.keep_settled(Readiness(), every=0.05))
-    try:
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if gc.get_freeze_count():
-                break
+    async with keeping_settled(Readiness(), every=0.05):
+        await until(gc.get_freeze_count)
         assert gc.get_freeze_count() > 0
-    finally:
-        task.cancel()
 
 
 def _frozen(obj: object) -> bool:
@@ -116,20 +125,12 @@ def test_what_survives_between_settles_is_frozen_every_tick() -> None:
 
 
 async def _what_survives_between_settles_is_frozen_every_tick() -> None:
-    app = Readiness()
-    app.polled = True
-    task = asyncio.create_task(heap.keep_settled(app, every=60, young_every=0.02))
-    try:
+    async with keeping_settled(ready(), every=60, young_every=0.02):
         await asyncio.sleep(0.01)  # settled once
         state = Node()  # a poll's new state, after the settle
         assert not _frozen(state)
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if _frozen(state):
-                break
+        await until(lambda: _frozen(state))
         assert _frozen(state)  # frozen without waiting for the next settle (a minute away)
-    finally:
-        task.cancel()
 
 
 def test_young_garbage_is_collected_before_it_is_frozen() -> None:
@@ -137,19 +138,11 @@ def test_young_garbage_is_collected_before_it_is_frozen() -> None:
 
 
 async def _young_garbage_is_collected_before_it_is_frozen() -> None:
-    app = Readiness()
-    app.polled = True
-    task = asyncio.create_task(heap.keep_settled(app, every=60, young_every=0.02))
-    try:
+    async with keeping_settled(ready(), every=60, young_every=0.02):
         await asyncio.sleep(0.01)
         garbage = Node()
         dead = weakref.ref(garbage)
         del garbage  # a cycle: only the collector frees it
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if dead() is None:
-                break
+        await until(lambda: dead() is None)
         # A bare freeze would have kept it until the next settle, a minute away.
         assert dead() is None
-    finally:
-        task.cancel()
