@@ -68,14 +68,19 @@ def discovered_metrics(listed: Iterable[tuple[str, str]], notes: Notes) -> list[
     first: dict[str, str] = {}
     for name, kind in listed:
         first.setdefault(name, kind)  # a name listed twice: its first entry
-    candidates = []
-    for name, kind in first.items():
-        if kind in AGGREGATIONS:
-            candidates.append(Metric(name, kind, DEFAULT_AGGREGATIONS[kind]))
-        else:
-            notes.once(("type", name, kind), logging.WARNING,
-                       "%s: metric %r has unknown type %r; skipped", notes.source, name, kind)
-    return candidates
+    return [Metric(name, kind, DEFAULT_AGGREGATIONS[kind]) for name, kind in first.items()
+            if known_type(name, kind, notes)]
+
+
+def known_type(name: str, kind: str, notes: Notes, hint: str = "") -> bool:
+    """Whether `kind` is a type the docs name (gauge, counter, distribution,
+    set); a server may say another one (e.g. "histogram"): that metric is
+    skipped, said once."""
+    if kind in AGGREGATIONS:
+        return True
+    notes.once(("type", name, kind), logging.WARNING, "%s: metric %r has unknown type %r; skipped%s",
+               notes.source, name, kind, hint)
+    return False
 
 
 def configured_metrics(entries: list[FluxMetricConfig], types: Mapping[str, str], notes: Notes) -> list[Metric]:
@@ -85,10 +90,8 @@ def configured_metrics(entries: list[FluxMetricConfig], types: Mapping[str, str]
         kind = types.get(entry.name)
         if kind is None:
             continue  # its lookup failed and was counted
-        if kind not in AGGREGATIONS:  # the server says a type its docs do not list (e.g. "histogram")
-            notes.once(("type", entry.name, kind), logging.WARNING,
-                       "%s: metric %r has unknown type %r on the server; skipped (set its `type` in the config "
-                       "to ask it as one of %s)", notes.source, entry.name, kind, ", ".join(AGGREGATIONS))
+        if not known_type(entry.name, kind, notes, hint=f" (set its `type` in the config to ask it as one of "
+                                                         f"{', '.join(AGGREGATIONS)})"):
             continue
         wanted = tuple(entry.aggregations or DEFAULT_AGGREGATIONS[kind])
         valid = tuple(a for a in wanted if a in AGGREGATIONS[kind])

@@ -68,7 +68,7 @@ def test_a_configured_metric_of_a_type_the_docs_do_not_list_is_skipped_not_a_fai
     assert samples_of(text, "flux_queue_latency") == {}
     assert not any(r.path.split("/")[-2] == "queue.latency" for r in queries(simulator))
     warnings = [r.getMessage() for r in caplog.records if "queue.latency" in r.getMessage()]
-    assert warnings == ["flux: metric 'queue.latency' has unknown type 'histogram' on the server; skipped (set its "
+    assert warnings == ["flux: metric 'queue.latency' has unknown type 'histogram'; skipped (set its "
                         "`type` in the config to ask it as one of gauge, counter, distribution, set)"]
 
 
