@@ -56,6 +56,11 @@ async def until(condition: Callable[[], object]) -> None:
         await asyncio.sleep(0.02)
 
 
+def _frozen(obj: object) -> bool:
+    """Tracked, yet in none of the three generations: in the permanent one."""
+    return gc.is_tracked(obj) and not any(other is obj for other in gc.get_objects())
+
+
 @pytest.fixture(autouse=True)
 def _unfrozen(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(heap, "READY_CHECK_SECONDS", 0.01)
@@ -113,11 +118,6 @@ async def _a_target_set_that_never_turns_ready_is_settled_after_one_period() -> 
     async with keeping_settled(Readiness(), every=0.05):
         await until(gc.get_freeze_count)
         assert gc.get_freeze_count() > 0
-
-
-def _frozen(obj: object) -> bool:
-    """Tracked, yet in none of the three generations: in the permanent one."""
-    return gc.is_tracked(obj) and not any(other is obj for other in gc.get_objects())
 
 
 def test_what_survives_between_settles_is_frozen_every_tick() -> None:
