@@ -153,6 +153,11 @@ class TargetStats:
     expired: int = 0
     series_dropped: int = 0
     labels_truncated: int = 0
+    # The labels of the target's own series, made once and shared by every
+    # poll's samples (keyed by reason, "" for the target's own): the
+    # Prometheus sink keeps them to compare the next poll's samples with
+    # (blocks.render_blocks), a copy a poll would double them.
+    labels: dict[str, Labels] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def starting(cls, reasons: tuple[str, ...]) -> TargetStats:
@@ -176,12 +181,14 @@ class TargetStats:
 def target_samples(key: TargetKey, stats: TargetStats, corrections: tuple[int, float] | None = None) -> list[Sample]:
     """The target's own series, in the order prometheus_client wrote them.
     `corrections` is `(count, created)` of the target's period ledger, if it has one."""
-    base: Labels = (("source", key.source), ("target", key.target))
+    labels = _own_labels(key, stats)
+    base = labels[""]
     created = stats.created
     samples = [Sample(TARGET_UP.family, base, 1.0 if stats.up else 0.0)]
     samples.append(Sample(POLL_DURATION.family, base, _histogram(stats), created=created))
-    samples.extend(Sample(POLL_ERRORS.family, (*base, ("reason", reason)), count,
-                          created=stats.errors_created[reason]) for reason, count in stats.errors.items())
+    for reason, count in stats.errors.items():
+        reason_labels = labels.get(reason) or labels.setdefault(reason, (*base, ("reason", reason)))
+        samples.append(Sample(POLL_ERRORS.family, reason_labels, count, created=stats.errors_created[reason]))
     if stats.last_success is not None:
         samples.append(Sample(LAST_SUCCESS.family, base, stats.last_success))
     samples.append(Sample(TARGET_SERIES.family, base, float(stats.series)))
@@ -191,6 +198,15 @@ def target_samples(key: TargetKey, stats: TargetStats, corrections: tuple[int, f
     if corrections is not None:
         samples.append(Sample(LEDGER_CORRECTIONS.family, base, float(corrections[0]), created=corrections[1]))
     return samples
+
+
+def _own_labels(key: TargetKey, stats: TargetStats) -> dict[str, Labels]:
+    """`stats.labels`, made anew if they are another target's."""
+    base = stats.labels.get("")
+    if base is None or base[0][1] != key.source or base[1][1] != key.target:
+        stats.labels.clear()
+        stats.labels[""] = (("source", key.source), ("target", key.target))
+    return stats.labels
 
 
 def _histogram(stats: TargetStats) -> HistogramValue:

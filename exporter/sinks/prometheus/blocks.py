@@ -18,6 +18,7 @@ samples older than its head block.
 from __future__ import annotations
 
 import gzip
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -157,11 +158,13 @@ class Block:
     # Kept only where OpenMetrics differs from text (see _differs) and
     # until the OpenMetrics form has been rendered once.
     _samples: tuple[Kept, ...] | None = field(default=None, repr=False)
-    # With the family and the text, what makes the OpenMetrics lines: the
-    # samples' `_created` times (a tuple of numbers, which the cyclic
-    # collector does not track). Kept after the OpenMetrics form is rendered,
-    # so that an unchanged counter keeps its block (render_blocks).
-    created: tuple[float | None, ...] = field(default=(), repr=False)
+    # What the lines were rendered from, compared at the next poll before
+    # rendering anything (render_blocks). A gauge or counter family: each
+    # sample's labels, value and `_created` time (`_signature`). A histogram
+    # or summary family: its `_created` times only, which with the family
+    # and the text make the OpenMetrics lines. Tuples of strings and numbers,
+    # which the cyclic collector does not track.
+    signature: tuple[object, ...] = field(default=(), repr=False)
     _openmetrics: bytes | None = field(default=None, repr=False)
     _openmetrics_gzip: bytes | None = field(default=None, repr=False)
 
@@ -196,32 +199,67 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample],
                   previous: Mapping[str, Block] | None = None) -> list[Block]:
     """Group a target's samples by family (first appearance order) and render.
 
-    A family whose lines are those of the target's `previous` block keeps that
-    block: no gzip member is made, and the store sees the same object, so the
-    family's joined body stays cached. In a steady state most families of a
-    target do not change from one poll to the next (its error counts,
+    A family whose lines would be those of the target's `previous` block keeps
+    that block: no gzip member is made, and the store sees the same object, so
+    the family's joined body stays cached. In a steady state most families of
+    a target do not change from one poll to the next (its error counts,
     overruns, expiries, series count, closed vendor periods), and with
     thousands of targets polled every minute a family changed by any of them
     would otherwise be joined again at every scrape. Counters count too: a
-    counter that did not move keeps its block, `_created` line included."""
+    counter that did not move keeps its block, `_created` line included.
+
+    A gauge or counter family is compared by its samples (`_signature`)
+    before its lines are rendered: at 10,000 targets, rendering the lines of
+    unchanged families only to compare them was 13% of the exporter's CPU.
+    Histograms and summaries (a target's poll durations: they change at
+    every poll) are rendered and compared by their lines."""
     groups: dict[str, list[Sample]] = {}
     for sample in samples:
         groups.setdefault(sample.family.name, []).append(sample)
     blocks = []
     for name, group in groups.items():
         family = group[0].family
-        text = sample_lines(group, openmetrics=False).encode()
-        created = () if family.kind is Kind.GAUGE else tuple([sample.created for sample in group])
         old = previous.get(name) if previous else None
-        # The family, the text lines and the `_created` times determine the
-        # OpenMetrics lines too (the other differences, a histogram's `_count`
-        # without `_sum`, show in the text): the old block serves both.
-        if old is not None and old.text == text and old.created == created and old.family == family:
-            blocks.append(old)
-            continue
+        if family.kind is Kind.GAUGE or family.kind is Kind.COUNTER:
+            signature = _signature(group)
+            if old is not None and old.signature == signature and old.family == family:
+                # This poll's labels from now on: the series cap holds them
+                # (limits.SeriesCap), so the old ones can go.
+                old.signature = signature
+                blocks.append(old)
+                continue
+            text = sample_lines(group, openmetrics=False).encode()
+        else:
+            text = sample_lines(group, openmetrics=False).encode()
+            # The family, the text lines and the `_created` times determine
+            # the OpenMetrics lines too (the other difference, a histogram's
+            # `_count` without `_sum`, shows in the text).
+            signature = tuple([sample.created for sample in group])
+            if old is not None and old.text == text and old.signature == signature and old.family == family:
+                blocks.append(old)
+                continue
         kept = tuple(_keep(sample) for sample in group) if _differs(group) else None
-        blocks.append(Block(family, len(group), text, gzip_member(text), kept, created=created))
+        blocks.append(Block(family, len(group), text, gzip_member(text), kept, signature=signature))
     return blocks
+
+
+def _signature(group: list[Sample]) -> tuple[object, ...]:
+    """A gauge or counter family's samples as one flat tuple of labels, value
+    and `_created` time each: equal tuples render to equal lines in both
+    formats. Equal numbers render alike (an int as the float it equals),
+    but for 0.0 and -0.0 ("0.0", "-0.0"), so a zero stands as its sign.
+    Unequal tuples may still render alike (a NaN is unequal to itself, labels
+    in another order): those families are rendered again, never wrong."""
+    return tuple([part for sample in group
+                  for part in (sample.labels, sample.value or _zero(sample.value),
+                               sample.created or _zero(sample.created))])
+
+
+def _zero(number: object) -> object:
+    """A zero (or None) as what sets its line apart: its sign."""
+    if number is None:
+        return None
+    return "-0" if math.copysign(1.0, number) < 0 else "+0"  # type: ignore[arg-type]
 
 
 def _differs(group: list[Sample]) -> bool:

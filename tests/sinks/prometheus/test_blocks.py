@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -195,30 +196,38 @@ def test_conflicting_family_type_is_refused() -> None:
 
 
 OPERATIONS = st.lists(st.tuples(st.sampled_from(["put", "drop"]), st.sampled_from(["a", "b", "c", "d"]),
-                                st.sets(st.sampled_from(["f", "g", "h"]), max_size=3),
-                                st.one_of(st.sampled_from([1.0, 2.0]), st.floats(0, 9)),
-                                st.sampled_from([None, 10.0, 20.0])), max_size=12)
-# "f" a gauge; "g" and "h" counters, whose `_created` may change while their value does not.
-KINDS = {"f": Kind.GAUGE, "g": Kind.COUNTER, "h": Kind.COUNTER}
+                                st.sets(st.sampled_from(["f", "g", "h", "k"]), max_size=4),
+                                st.sampled_from([0.0, -0.0, 1.0, 1, 2.5]),
+                                st.sampled_from([None, 10.0, 20.0]), st.sampled_from(["x", "y"])), max_size=12)
+# "f" a gauge; "g" and "h" counters, whose `_created` may change while their
+# value does not; "k" a histogram. The label "l" may change while nothing else does.
+KINDS = {"f": Kind.GAUGE, "g": Kind.COUNTER, "h": Kind.COUNTER, "k": Kind.HISTOGRAM}
 
 
 @settings(max_examples=300, deadline=None)
 @given(OPERATIONS)
 def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_order(
-    operations: list[tuple[str, str, set[str], float, float | None]],
+    operations: list[tuple[str, str, set[str], float, float | None, str]],
 ) -> None:
-    def blocks(target: str, names: set[str], value: float, created: float | None,
+    def sample(name: str, target: str, value: float, created: float | None, label: str) -> Sample:
+        kind = KINDS[name]
+        number: float | HistogramValue = value
+        if kind is Kind.HISTOGRAM:
+            number = HistogramValue(((1.0, abs(value)), (math.inf, abs(value))), None if created is None else value)
+        return Sample(Family(name, kind, name.upper()), (("t", target), ("l", label)), number,
+                      created=None if kind is Kind.GAUGE else created)
+
+    def blocks(target: str, names: set[str], value: float, created: float | None, label: str,
                store: Store | None = None) -> tuple[Block, ...]:
-        samples = [Sample(Family(name, KINDS[name], name.upper()), (("t", target),), value,
-                          created=None if KINDS[name] is Kind.GAUGE else created) for name in sorted(names)]
+        samples = [sample(name, target, value, created, label) for name in sorted(names)]
         # Against the live store: a family whose lines did not change keeps its block.
         return tuple(render_blocks(samples, store.current(("s", target, 0)) if store else None))
 
     live, final = Store(), {}
-    for operation, target, names, value, created in operations:
+    for operation, target, names, value, created, label in operations:
         if operation == "put":
-            live.put(("s", target, 0), blocks(target, names, value, created, live))
-            final[target] = (names, value, created)
+            live.put(("s", target, 0), blocks(target, names, value, created, label, live))
+            final[target] = (names, value, created, label)
         else:
             live.drop(("s", target, 0))
             final.pop(target, None)
@@ -238,3 +247,32 @@ def test_any_sequence_of_polls_and_removals_serves_the_final_state_in_target_ord
 @given(st.one_of(st.floats(), st.integers(-10**20, 10**20), st.sampled_from([1e6, 9999999.0, 1234567.5, 1e16, 0.0, -0.0])))
 def test_go_float_writes_what_prometheus_client_writes(value: float) -> None:
     assert go_float(value) == floatToGoString(value)
+
+
+GAUGE, COUNTER = Family("g", Kind.GAUGE, "G"), Family("c", Kind.COUNTER, "C")
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (Sample(GAUGE, (("a", "1"),), 1.0), Sample(GAUGE, (("a", "2"),), 1.0)),  # a label value
+    (Sample(GAUGE, (("a", "1"),), 1.0), Sample(GAUGE, (("b", "1"),), 1.0)),  # a label name
+    (Sample(GAUGE, (), 0.0), Sample(GAUGE, (), -0.0)),  # equal numbers, "0.0" and "-0.0"
+    (Sample(COUNTER, (), 0.0, created=-0.0), Sample(COUNTER, (), 0.0, created=0.0)),
+    (Sample(COUNTER, (), 3.0, created=1.0), Sample(COUNTER, (), 3.0, created=None)),
+    (Sample(GAUGE, (), 1.0), Sample(Family("g", Kind.GAUGE, "other help"), (), 1.0)),
+])
+def test_a_family_is_rendered_again_when_anything_in_its_lines_changed(before: Sample, after: Sample) -> None:
+    old = render_blocks([before])
+    new = render_blocks([after], {before.family.name: old[0]})
+    assert new[0] is not old[0]
+    assert new[0].text == render_blocks([after])[0].text
+    assert new[0].openmetrics() == render_blocks([after])[0].openmetrics()
+
+
+def test_an_unchanged_family_keeps_its_block_and_holds_the_latest_labels() -> None:
+    """Equal numbers render alike (1 and 1.0); the kept block refers to the
+    new poll's labels, which the series cap holds, not to the old ones."""
+    old = render_blocks([Sample(COUNTER, (("a", "x"),), 1, created=5.0)])
+    labels = (("a", "".join(["x"])),)
+    new = render_blocks([Sample(COUNTER, labels, 1.0, created=5.0)], {"c": old[0]})
+    assert new[0] is old[0]
+    assert new[0].signature[0] is labels
