@@ -9,6 +9,7 @@ import socket
 
 import httpx2
 import pytest
+from httpcore2._backends.anyio import AnyIOStream  # spied on: what reaches the socket
 
 from exporter.config.source import HttpConfig
 from exporter.sources.kit import transport
@@ -118,3 +119,62 @@ def test_a_proxy_from_the_environment_still_carries_the_requests(monkeypatch: py
     body, lines = asyncio.run(_through_the_proxy(monkeypatch))
     assert body == BODY
     assert lines == [b"GET http://vendor.invalid/api/metrics HTTP/1.1"]  # absolute form: sent to the proxy
+
+
+class RequestRecorder:
+    """Reads whole requests (head and Content-Length body) on kept-alive
+    connections and answers each; records what arrived."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = next((int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
+                               if line.startswith(b"content-length:")), 0)
+                self.requests.append(head + await reader.readexactly(length))
+                writer.write(ANSWER)
+                await writer.drain()
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+
+async def _posts(bodies: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[bytes], list[int]]:
+    writes: list[int] = []
+    inner_write = AnyIOStream.write
+
+    async def counted(self: AnyIOStream, buffer: bytes, timeout: float | None = None) -> None:
+        writes.append(len(buffer))
+        await inner_write(self, buffer, timeout)
+
+    monkeypatch.setattr(AnyIOStream, "write", counted)
+    recorder = RequestRecorder()
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    statuses = []
+    try:
+        async with httpx2.AsyncClient(transport=SourceTransport(httpx2.Limits())) as client:
+            for body in bodies:
+                statuses.append((await client.post(f"{url}/x", content=body)).status_code)
+    finally:
+        server.close()
+    return statuses, recorder.requests, writes
+
+
+def test_a_request_goes_out_in_one_write_and_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    bodies = [b'{"periodGroup": "hour"}', b"[]"]
+    statuses, requests, writes = asyncio.run(_posts(bodies, monkeypatch))
+    assert statuses == [200, 200]
+    assert [request.endswith(b"\r\n\r\n" + body) for request, body in zip(requests, bodies, strict=True)] == [True] * 2
+    assert writes == [len(request) for request in requests]  # one write each, head and body together
+
+
+def test_a_large_body_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = bytes(range(256)) * (3 * transport.FLUSH_BYTES // 256)
+    statuses, requests, writes = asyncio.run(_posts([body], monkeypatch))
+    assert statuses == [200]
+    assert requests[0].endswith(b"\r\n\r\n" + body)
+    assert len(writes) == 1 and writes[0] == len(requests[0])  # one chunk from httpx2: head and body at once
