@@ -1,6 +1,7 @@
-"""The sources' transport (sources/kit/transport.py): idle connections the server
-closed are noticed through the cheap probe, and proxies from the environment
-still apply. Real sockets, a real asyncio server."""
+"""The sources' transport (sources/kit/transport.py) and its network streams
+(sources/kit/network.py): idle connections the server closed are noticed, a
+request goes out in one write, and proxies from the environment still apply.
+Real sockets, a real asyncio server."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import socket
 
 import httpx2
 import pytest
-from httpcore2._backends.anyio import AnyIOStream  # spied on: what reaches the socket
 
 from exporter.config.source import HttpConfig
-from exporter.sources.kit import transport
+from exporter.sources.kit import network
 from exporter.sources.kit.http import HttpClient
-from exporter.sources.kit.transport import SourceTransport, socket_readable, source_transport
+from exporter.sources.kit.network import AsyncioStream, socket_readable
+from exporter.sources.kit.transport import SourceTransport, source_transport
 
 BODY = b'{"ok": true}'
 ANSWER = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
@@ -70,7 +71,9 @@ def test_a_socket_is_readable_once_its_peer_wrote_or_closed() -> None:
 
 async def _two_requests(probe_works: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int | str], int]:
     if not probe_works:
-        monkeypatch.setattr(transport, "socket_readable", lambda sock: False)
+        inner = AsyncioStream.get_extra_info
+        monkeypatch.setattr(AsyncioStream, "get_extra_info",
+                            lambda self, info: False if info == "is_readable" else inner(self, info))
     server = OneAnswerServer()
     results: list[int | str] = []
     async with server as url, httpx2.AsyncClient(transport=SourceTransport(httpx2.Limits())) as client:
@@ -143,17 +146,21 @@ class RequestRecorder:
 
 
 async def _posts(bodies: list[bytes], monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[bytes], list[int]]:
-    writes: list[int] = []
-    inner_write = AnyIOStream.write
-
-    async def counted(self: AnyIOStream, buffer: bytes, timeout: float | None = None) -> None:
-        writes.append(len(buffer))
-        await inner_write(self, buffer, timeout)
-
-    monkeypatch.setattr(AnyIOStream, "write", counted)
     recorder = RequestRecorder()
     server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    # What the client's transports hand to their sockets (the server's own
+    # transports write to the client's port).
+    writes: list[int] = []
+    inner_write = asyncio.selector_events._SelectorSocketTransport.write  # type: ignore[attr-defined]
+
+    def counted(self: asyncio.Transport, data: bytes) -> None:
+        if self.get_extra_info("peername")[1] == port:
+            writes.append(len(data))
+        inner_write(self, data)
+
+    monkeypatch.setattr(asyncio.selector_events._SelectorSocketTransport, "write", counted)  # type: ignore[attr-defined]
     statuses = []
     try:
         async with httpx2.AsyncClient(transport=SourceTransport(httpx2.Limits())) as client:
@@ -173,7 +180,7 @@ def test_a_request_goes_out_in_one_write_and_arrives_whole(monkeypatch: pytest.M
 
 
 def test_a_large_body_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    body = bytes(range(256)) * (3 * transport.FLUSH_BYTES // 256)
+    body = bytes(range(256)) * (3 * network.FLUSH_BYTES // 256)
     statuses, requests, writes = asyncio.run(_posts([body], monkeypatch))
     assert statuses == [200]
     assert requests[0].endswith(b"\r\n\r\n" + body)
