@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 import httpx2
 import pytest
@@ -185,3 +186,19 @@ def test_a_large_body_arrives_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     assert statuses == [200]
     assert requests[0].endswith(b"\r\n\r\n" + body)
     assert len(writes) == 1 and writes[0] == len(requests[0])  # one chunk from httpx2: head and body at once
+
+
+@pytest.mark.parametrize(("base_url", "path", "params", "body"), [
+    ("https://api.bird.com", "/workspaces/ws/reporting/flowruns/flow/f 1/metrics", None, {"groupBy": ["status"]}),
+    ("https://graph.facebook.com/v21.0/", "123/metrics", [("metric_name", "ENDPOINT_REQUEST_COUNT"),
+                                                          ("since", "2026-12-01")], None),
+    ("http://127.0.0.1:8080/k6/cloud/v6", "/test_runs(1)/query_range_k6(metric='vus')", {"step": 60}, None),
+    ("https://flux.example/api/", "/v1/metrics/query", {"a": "é ü/?&"}, {"q": "ünï", "n": 1.5}),
+])
+def test_a_request_is_the_one_httpx2s_client_would_build(base_url: str, path: str, params: Any, body: Any) -> None:
+    client = HttpClient(base_url=base_url, config=HttpConfig(), headers={"Authorization": "AccessKey k"})
+    ours = client.build_request("POST" if body else "GET", path, params, body)
+    theirs = client._client.build_request("POST" if body else "GET", path, params=params, json=body)
+    assert (ours.method, ours.url, ours.headers.multi_items(), ours.content, ours.extensions) == \
+        (theirs.method, theirs.url, theirs.headers.multi_items(), theirs.content, theirs.extensions)
+    asyncio.run(client.aclose())
