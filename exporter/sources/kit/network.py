@@ -77,7 +77,11 @@ class AsyncioBackend(httpcore2.AsyncNetworkBackend):
         try:
             async with asyncio.timeout(timeout):
                 sock = await connected_socket(host, port, local_address)
-                transport, protocol = await loop.create_connection(_Receiver, sock=sock)
+                try:
+                    transport, protocol = await loop.create_connection(_Receiver, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
         except TimeoutError:
             raise httpcore2.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
@@ -274,7 +278,8 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
             except httpcore2.WriteError:
                 pass  # the answer, or the close, is still to be read (module docstring)
         receiver = self._receiver
-        if not receiver.chunks and not receiver.ended:
+        # A loop: the waiter is also woken when writing may resume.
+        while not receiver.chunks and not receiver.ended:
             try:
                 await receiver.wait(timeout)
             except TimeoutError:
