@@ -246,19 +246,23 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample],
 def _signature(group: list[Sample]) -> tuple[object, ...]:
     """A gauge or counter family's samples as one flat tuple of labels, value
     and `_created` time each: equal tuples render to equal lines in both
-    formats. Equal numbers render alike (an int as the float it equals),
-    but for 0.0 and -0.0 ("0.0", "-0.0"), so a zero stands as its sign.
-    Unequal tuples may still render alike (a NaN is unequal to itself, labels
-    in another order): those families are rendered again, never wrong."""
+    formats. Equal numbers render alike (an int as the float it equals), but
+    for 0.0 and -0.0 ("0.0", "-0.0"), so a zero stands as its sign; a NaN,
+    unequal to itself, stands as "NaN" (its line). Unequal tuples may still
+    render alike (labels in another order): those families are rendered
+    again, never wrong."""
     return tuple([part for sample in group
-                  for part in (sample.labels, sample.value or _zero(sample.value),
-                               sample.created or _zero(sample.created))])
+                  for part in (sample.labels,
+                               sample.value if sample.value == sample.value and sample.value else _odd(sample.value),
+                               sample.created or _odd(sample.created))])
 
 
-def _zero(number: object) -> object:
-    """A zero (or None) as what sets its line apart: its sign."""
+def _odd(number: object) -> object:
+    """A zero, NaN or None as what sets its line apart."""
     if number is None:
         return None
+    if number != number:
+        return "NaN"
     return "-0" if math.copysign(1.0, number) < 0 else "+0"  # type: ignore[arg-type]
 
 

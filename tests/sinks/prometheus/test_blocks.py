@@ -268,6 +268,13 @@ def test_a_family_is_rendered_again_when_anything_in_its_lines_changed(before: S
     assert new[0].openmetrics() == render_blocks([after])[0].openmetrics()
 
 
+@pytest.mark.parametrize("value", [math.nan, 0.0, -0.0, 0, 7.5])
+def test_a_gauge_whose_lines_did_not_change_keeps_its_block(value: float) -> None:
+    old = render_blocks([Sample(GAUGE, (("a", "x"),), value)])
+    new = render_blocks([Sample(GAUGE, (("a", "x"),), value * 1.0)], {"g": old[0]})  # a NaN: a new object
+    assert new[0] is old[0]
+
+
 def test_an_unchanged_family_keeps_its_block_and_holds_the_latest_labels() -> None:
     """Equal numbers render alike (1 and 1.0); the kept block refers to the
     new poll's labels, which the series cap holds, not to the old ones."""
