@@ -220,24 +220,22 @@ def render_blocks(samples: tuple[Sample, ...] | list[Sample],
     for name, group in groups.items():
         family = group[0].family
         old = previous.get(name) if previous else None
-        if family.kind is Kind.GAUGE or family.kind is Kind.COUNTER:
-            signature = _signature(group)
-            if old is not None and old.signature == signature and old.family == family:
-                # This poll's labels from now on: the series cap holds them
-                # (limits.SeriesCap), so the old ones can go.
-                old.signature = signature
-                blocks.append(old)
-                continue
-            text = sample_lines(group, openmetrics=False).encode()
-        else:
-            text = sample_lines(group, openmetrics=False).encode()
-            # The family, the text lines and the `_created` times determine
-            # the OpenMetrics lines too (the other difference, a histogram's
-            # `_count` without `_sum`, shows in the text).
-            signature = tuple([sample.created for sample in group])
-            if old is not None and old.text == text and old.signature == signature and old.family == family:
-                blocks.append(old)
-                continue
+        by_samples = family.kind is Kind.GAUGE or family.kind is Kind.COUNTER
+        signature = _signature(group) if by_samples else tuple([sample.created for sample in group])
+        if by_samples and old is not None and old.signature == signature and old.family == family:
+            # This poll's labels from now on: the series cap holds them
+            # (limits.SeriesCap), so the old ones can go.
+            old.signature = signature
+            blocks.append(old)
+            continue
+        text = sample_lines(group, openmetrics=False).encode()
+        # A histogram or summary: the family, the text lines and the
+        # `_created` times determine the OpenMetrics lines too (the other
+        # difference, a `_count` without `_sum`, shows in the text).
+        if not by_samples and old is not None and old.text == text and old.signature == signature \
+                and old.family == family:
+            blocks.append(old)
+            continue
         kept = tuple(_keep(sample) for sample in group) if _differs(group) else None
         blocks.append(Block(family, len(group), text, gzip_member(text), kept, signature=signature))
     return blocks
