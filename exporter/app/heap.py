@@ -34,8 +34,8 @@ found. So the daemon:
 The cyclic garbage of the daemon's steady state is small: at 10,000
 targets the collector found 100-400 objects a minute, and a settle after
 4 minutes of freezes found 128 a minute among the frozen ones (about
-8,000 an hour that wait for the hourly settle). Tests that build many apps in one process
-do not freeze: only the daemon and the benchmarks call this.
+8,000 an hour that wait for the hourly settle). Tests that build many apps
+in one process do not freeze: only the daemon and the benchmarks call this.
 """
 
 from __future__ import annotations
