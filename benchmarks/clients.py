@@ -1,6 +1,7 @@
-"""How the HTTP client was chosen (#19): CPU per request of httpx and httpx2, bounded or not.
+"""How the HTTP client was chosen (#19): CPU per request of httpx, httpx2 and aiohttp, bounded or not.
 
     python benchmarks/clients.py --requests 3000 10000 --bounds 0 8 32
+    python benchmarks/clients.py --requests 3000 --bounds 0 32 --clients httpx   # unbounded 10,000 takes minutes
 
 One client sends N concurrent GETs to a simulator in another process, with at
 most `bound` in flight (0: all at once, the pool queues them). The simulator
@@ -23,19 +24,47 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+class AiohttpClient:
+    """aiohttp's session behind the two calls the measurement makes."""
+
+    def __init__(self, base_url: str, pool: int) -> None:
+        import aiohttp
+
+        self.base_url = base_url
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool),
+                                             timeout=aiohttp.ClientTimeout(total=120))
+
+    async def get(self, path: str) -> int:
+        async with self.session.get(self.base_url + path) as response:
+            await response.read()
+            return response.status
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+def client_of(module: str, base_url: str, pool: int) -> Any:
+    if module == "aiohttp":
+        return AiohttpClient(base_url, pool)
+    lib: Any = importlib.import_module(module)
+    return lib.AsyncClient(base_url=base_url, timeout=120,
+                           limits=lib.Limits(max_connections=pool, max_keepalive_connections=pool))
+
+
 async def measure(module: str, port: int, requests: int, bound: int) -> tuple[float, float]:
     """(CPU seconds per request, wall seconds) for one client and bound."""
-    lib: Any = importlib.import_module(module)
-    pool = bound or 100
-    client = lib.AsyncClient(base_url=f"http://127.0.0.1:{port}/bird", timeout=120,
-                             limits=lib.Limits(max_connections=pool, max_keepalive_connections=pool))
+    client = client_of(module, f"http://127.0.0.1:{port}/bird", bound or 100)
     slots = asyncio.Semaphore(bound) if bound else None
+
+    async def get(i: int) -> int:
+        response = await client.get(f"/x/{i}")
+        return response if isinstance(response, int) else int(response.status_code)
 
     async def one(i: int) -> int:
         if slots is None:
-            return int((await client.get(f"/x/{i}")).status_code)
+            return await get(i)
         async with slots:
-            return int((await client.get(f"/x/{i}")).status_code)
+            return await get(i)
 
     await asyncio.gather(*(one(i) for i in range(50)))  # connections open, imports done
     cpu, wall = time.process_time(), time.monotonic()
@@ -51,6 +80,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, nargs="*", default=[3000, 10000])
     parser.add_argument("--bounds", type=int, nargs="*", default=[0, 8, 32])
+    # httpx unbounded at 10,000 requests takes many minutes: leave it out there.
+    parser.add_argument("--clients", nargs="*", default=["httpx", "httpx2", "aiohttp"])
     args = parser.parse_args()
     port = _free_port()
     sim = subprocess.Popen([sys.executable, "-m", "exporter", "simulate", "--listen", f"127.0.0.1:{port}"],
@@ -59,7 +90,7 @@ def main() -> None:
         _wait(f"http://127.0.0.1:{port}/_sim/requests")
         print("| client | requests | in flight | CPU per request | wall |")
         print("|---|---:|---:|---:|---:|")
-        for module in ("httpx", "httpx2"):
+        for module in args.clients:
             for requests in args.requests:
                 for bound in args.bounds:
                     per, wall = asyncio.run(measure(module, port, requests, bound))

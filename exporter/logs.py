@@ -202,6 +202,3 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # httpx logs every request at INFO; our own lines say what matters.
-    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from yarl import URL
 
 from exporter.config.limits import LimitsConfig, ShardingConfig
 from exporter.config.load import ConfigError, format_validation_error, read_document
@@ -22,6 +23,7 @@ from exporter.config.source import SourceConfigBase
 from exporter.config.types import FieldError, ListenAddress, StrictModel
 from exporter.sinks.otlp.config import OtlpConfig
 from exporter.sources import REGISTRY
+from exporter.sources.kit.http import proxy_for
 
 
 class SimulatorConfig(StrictModel):
@@ -142,4 +144,9 @@ def semantic_problems(settings: Settings) -> list[tuple[str, str]]:
             problems.append((f"{where}.{field}", f"required (or {field}_file): the source is served by "
                              f"{settings.endpoint(source)}. The built-in simulator ([simulator] enabled = true) "
                              "serves only sources that set neither a credential nor base_url"))
+        if not settings.uses_simulator(source):
+            try:
+                proxy_for(URL(settings.endpoint(source)))
+            except ValueError as exc:  # names the variable
+                problems.append((f"{where}.base_url", str(exc)))
     return problems

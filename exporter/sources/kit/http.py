@@ -1,4 +1,4 @@
-"""One `httpx2.AsyncClient` per source, with the retry rules every source shares.
+"""One aiohttp client session per source, with the retry rules every source shares.
 
 - connect/read timeouts from `HttpConfig`;
 - bounded retries with exponential backoff and full jitter on connection
@@ -16,29 +16,35 @@
   bytes from the process-wide budget first, and is read into one buffer of
   its announced length (not joined from chunks: after a burst of large
   answers the memory goes back to the system);
+- the proxy the environment names (`proxy_for`), TLS verified against the
+  system's trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured), no
+  redirects followed, no cookies kept;
 - `User-Agent: api-metrics-exporter/<version>`.
 
-Why httpx2 and not httpx: the same API and test seam (`transport`); httpx
-has had no release since December 2024, and its pool (httpcore 1.0) does a
-pass over queued requests x connections at every change of state (encode/
-httpcore#1035) and can leave a request hanging (#1110). httpx2's pool
-(httpcore2) fixes both. Measured (3,000 and 10,000 concurrent GETs against
-the simulator, 2 cores; docs/performance.md): httpx 3.34 ms CPU a request
-unbounded, 1.63-1.97 with 32 in flight, 0.96 with 8; httpx2 0.81-0.87
-unbounded at 3,000, 0.72 with 32, 0.58 with 8.
+Why aiohttp's client (#19; `benchmarks/clients.py`, docs/performance.md):
+httpx's pool (httpcore 1.0) does a pass over queued requests x connections
+at every change of state (encode/httpcore#1035) and can leave a request
+hanging (#1110); httpx2 fixed both, but its request and response models,
+h11 and the pool's anyio locks cost ~0.9 ms of CPU per Bird POST here, where
+aiohttp (a C HTTP parser, multidict and yarl in C, one connector) costs
+~0.4 ms. aiohttp is already the exporter's server, so no dependency is added.
 
-The credential lives only in the client's default headers; URLs, log lines and
-error messages never contain it.
+The credential lives only in the session's default headers; URLs, log lines
+and error messages never contain it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.request import getproxies, proxy_bypass
 
-import httpx2
+import aiohttp
+from yarl import URL
 
 from exporter import __version__
 from exporter.config.source import HttpConfig
@@ -47,7 +53,6 @@ from exporter.retry import full_jitter, parse_retry_after
 from exporter.sources.kit.inflight import ByteBudget, HostSlots, remaining
 from exporter.sources.kit.payloads import decode_json
 from exporter.sources.kit.ratelimit import RateBudget
-from exporter.sources.kit.transport import source_transport
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +62,19 @@ Params = Mapping[str, Any] | list[tuple[str, Any]] | None
 # Called with every error response before the default mapping; a source returns
 # a PollError of its own (e.g. a vendor's "retired" or "insufficient data") or None.
 ErrorClassifier = Callable[[int, bytes, str], PollError | None]
-Sent = tuple[int, httpx2.Headers, bytes]
+Headers = Mapping[str, str]  # case-insensitive, as aiohttp gives them
+Sent = tuple[int, Headers, bytes]
 # What a body of unknown length reserves before its first byte.
 FIRST_RESERVATION = 256 * 1024
+# How long an idle connection is kept for the next request: httpx's default,
+# well under the idle timeouts of common servers and load balancers (60 s and
+# more), so a request rarely meets a connection the server is closing.
+KEEPALIVE_SECONDS = 5.0
 
 
 class HttpClient:
-    """GET/POST JSON with retries. `transport` is the test seam, as in httpx."""
+    """GET/POST JSON with retries. `connector` is the test seam (aiohttp's
+    connection layer); without one the client makes its own."""
 
     def __init__(
         self,
@@ -72,7 +83,7 @@ class HttpClient:
         config: HttpConfig,
         headers: Mapping[str, str] | None = None,
         source: str = "",
-        transport: httpx2.AsyncBaseTransport | None = None,
+        connector: aiohttp.BaseConnector | None = None,
         on_retry: Callable[[str], None] | None = None,
         budget: RateBudget | None = None,
         host_slots: HostSlots | None = None,
@@ -86,33 +97,23 @@ class HttpClient:
         self.budget = budget
         # Requests sent so far, retries included (a backfill's ETA: what is left, through the budget).
         self.attempts = 0
-        # The client owns the transport (and, with a proxy in the
-        # environment, httpx2's own per-proxy transports): closing, the
-        # default headers, the timeouts.
-        self._transport = transport or source_transport(config.max_in_flight)
-        self._client = httpx2.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})},
-            timeout=httpx2.Timeout(config.read_timeout, connect=config.connect_timeout),
-            # As many kept-alive connections as requests in flight: a smaller
-            # pool would close and reopen connections all through a burst.
-            limits=httpx2.Limits(max_connections=config.max_in_flight,
-                                 max_keepalive_connections=config.max_in_flight),
-            transport=self._transport,
-            follow_redirects=False,
-        )
-        # What the client's build_request would merge into every request,
-        # merged once (see _send_once).
-        self._base = str(self._client.base_url).rstrip("/")
-        self._extensions = {"timeout": self._client.timeout.as_dict()}
+        self._base = base_url.rstrip("/")
+        url = URL(self._base)
+        if not url.absolute or url.scheme not in ("http", "https"):
+            raise ValueError(f"base URL {self._base!r} is not an absolute http(s) URL")
+        self._proxy = proxy_for(url)
+        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
+        self._connector = connector
+        # Made at the first request, on the event loop that polls (a client
+        # is built before the loop runs: `check`, start-up).
+        self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(config.max_in_flight)
-        url = self._client.base_url
-        self._host_slots = host_slots.of(f"{url.scheme}://{url.netloc.decode()}") if host_slots else None
+        self._host_slots = host_slots.of(f"{url.scheme}://{url.host_port_subcomponent}") if host_slots else None
         self._bodies = body_budget
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url)
+        return self._base
 
     async def get_json(
         self, path: str, *, params: Params = None, classify: ErrorClassifier | None = None
@@ -166,10 +167,14 @@ class HttpClient:
             last = attempt == attempts - 1
             try:
                 status, headers, body = await self._attempt(method, path, params, json_body)
-            except httpx2.TimeoutException as exc:
+            except TimeoutError as exc:
+                # aiohttp's connect and read timeouts (`ServerTimeoutError`
+                # is a `ClientError` too: caught here first).
                 error: PollError = PollError("timeout", f"{method} {path}: timed out ({type(exc).__name__})")
                 delay = None if last else self._backoff(attempt)
-            except httpx2.TransportError as exc:
+            except aiohttp.ClientError as exc:
+                # Refused, reset, TLS failures, a malformed HTTP answer, a body
+                # cut short: the server or the network, worth another attempt.
                 error = PollError("connection", f"{method} {path}: {type(exc).__name__}: {exc}")
                 delay = None if last else self._backoff(attempt)
             else:
@@ -211,35 +216,52 @@ class HttpClient:
                 return await self._send_once(method, path, params, json_body)
 
     async def _send_once(self, method: str, path: str, params: Params, json_body: Any) -> Sent:
-        """One request and its body. Straight to the source's transport where
-        there is one: the client's build_request and send (URL merging, cookie
-        jar, auth and redirect hooks, none of which a source uses) cost
-        ~105 µs a request (81 + ~25), 5% of a Bird poll at 10,000 targets. No cookie
-        is kept from one request to the next: the APIs authenticate by
-        header. With a proxy in the environment the client picks httpx2's
-        transport for the URL."""
-        request = self.build_request(method, path, params, json_body)
-        if self._transport is None:
-            response = await self._client.send(request, stream=True)
-        else:
-            response = await self._transport.handle_async_request(request)
-            response.request = request
-        try:
-            return response.status_code, response.headers, await self._read(response, f"{method} {path}")
-        finally:
-            await response.aclose()
+        """One request and its body."""
+        session = self._session or self._open()
+        async with session.request(
+            method,
+            self.url(path),
+            params=query(params),
+            data=None if json_body is None else json_bytes(json_body),
+            headers=JSON_CONTENT if json_body is not None else None,
+            proxy=self._proxy,
+            # A redirect is an error answer: the vendors' APIs do not
+            # redirect, and following one could carry the credential elsewhere.
+            allow_redirects=False,
+        ) as response:
+            return response.status, response.headers, await self._read(response, f"{method} {path}")
 
-    def build_request(self, method: str, path: str, params: Params = None, json_body: Any = None) -> httpx2.Request:
-        """The request httpx2's `AsyncClient.build_request` makes of these
-        (tests/sources/kit/test_transport.py compares them), with the client's
-        merging done once in __init__."""
-        return httpx2.Request(method, f"{self._base}/{path.lstrip('/')}", params=params, json=json_body,
-                              headers=self._client.headers, extensions=self._extensions)
+    def url(self, path: str) -> str:
+        """The request's URL (without the query): the base URL and the path."""
+        return f"{self._base}/{path.lstrip('/')}"
 
-    async def _read(self, response: httpx2.Response, where: str) -> bytes:
+    def _open(self) -> aiohttp.ClientSession:
+        connector = self._connector or aiohttp.TCPConnector(
+            # As many connections as requests may be in flight, all kept
+            # alive: a smaller pool would close and reopen them all through
+            # a burst.
+            limit=self.config.max_in_flight,
+            keepalive_timeout=KEEPALIVE_SECONDS,
+            ssl=tls_context(),
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.config.connect_timeout,
+                                          sock_read=self.config.read_timeout),
+            # The APIs authenticate by header: a cookie a server sets is not
+            # sent back (nor kept: a jar is a cost on every request).
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # Proxies come from `proxy_for`; trust_env would also read
+            # ~/.netrc and send its passwords to the vendors.
+            trust_env=False,
+        )
+        return self._session
+
+    async def _read(self, response: aiohttp.ClientResponse, where: str) -> bytes:
         """The body, within `max_response_bytes` and the process-wide byte budget."""
         limit = self.config.max_response_bytes
-        length = _known_length(response)
+        length = _known_length(response.headers)
         if length is not None and length > limit:
             raise PollError("response_too_large", f"{where}: response of {length} bytes, more than {limit}")
         reservation = _Reservation(self._bodies)
@@ -250,7 +272,7 @@ class HttpClient:
             # joined at the end fragment the heap and stay held.
             buffer = bytearray(length or 0)
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.content.iter_any():
                 end = size + len(chunk)
                 if end > limit:
                     raise PollError("response_too_large", f"{where}: response larger than {limit} bytes")
@@ -271,7 +293,7 @@ class HttpClient:
         method: str,
         path: str,
         status: int,
-        headers: httpx2.Headers,
+        headers: Headers,
         body: bytes,
         classify: ErrorClassifier | None,
     ) -> PollError:
@@ -312,16 +334,70 @@ class HttpClient:
         return full_jitter(attempt, self.config.backoff, self.config.max_backoff)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+        elif self._connector is not None:
+            await self._connector.close()
 
 
-def _known_length(response: httpx2.Response) -> int | None:
+JSON_CONTENT = {"Content-Type": "application/json"}
+
+
+def json_bytes(body: Any) -> bytes:
+    """A request body as httpx encodes JSON: compact, UTF-8, no NaN."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def query(params: Params) -> list[tuple[str, str]] | None:
+    """Query parameters as httpx writes values: True and False as `true` and
+    `false`, None as empty (yarl refuses booleans and None)."""
+    if not params:
+        return None
+    pairs = params.items() if isinstance(params, Mapping) else params
+    return [(key, _query_value(value)) for key, value in pairs]
+
+
+def _query_value(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return "" if value is None else str(value)
+
+
+def proxy_for(url: URL) -> str | None:
+    """The proxy the environment names for requests to `url`, as curl and
+    httpx read it: `<SCHEME>_PROXY`, then `ALL_PROXY`, none for hosts in
+    `NO_PROXY`. aiohttp speaks to HTTP(S) proxies only (CONNECT for https
+    URLs); a SOCKS proxy is refused here, naming the variable, rather than
+    failing every request."""
+    proxies = getproxies()
+    scheme = url.scheme
+    name = scheme if scheme in proxies else "all"
+    proxy = proxies.get(name)
+    if not proxy or proxy_bypass(url.host or ""):
+        return None
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"  # curl's reading of a bare host:port
+    kind = URL(proxy).scheme
+    if kind not in ("http", "https"):
+        raise ValueError(f"{name.upper()}_PROXY: a {kind}:// proxy; only http:// and https:// proxies are supported")
+    return proxy
+
+
+def tls_context() -> ssl.SSLContext:
+    """Certificates checked against the system's trust store, or the bundle
+    `SSL_CERT_FILE` / `SSL_CERT_DIR` name (OpenSSL reads them)."""
+    return ssl.create_default_context()
+
+
+def _known_length(headers: Headers) -> int | None:
     """The body's length when the server announces it and it arrives as is
     (a compressed body's Content-Length is not its decoded length)."""
-    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+    if headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
         return None
     try:
-        length = int(response.headers.get("Content-Length", ""))
+        length = int(headers.get("Content-Length", ""))
     except ValueError:
         return None
     return length if length >= 0 else None
