@@ -20,6 +20,7 @@ import json
 import logging
 import resource
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Protocol
@@ -113,6 +114,7 @@ class WebServer:
 
     def start(self) -> None:
         _ensure_fd_limit(self.limits.max_connections + 256)
+        _hand_over_the_gil_sooner()
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -279,6 +281,20 @@ async def write_parts(response: web.StreamResponse, parts: list[bytes]) -> None:
             batch, size = [], 0
     if batch:
         await response.write(b"".join(batch))
+
+
+# How long a thread that wants the GIL waits for the one holding it: a
+# scrape of a large body needs it at each round of writing (the socket takes
+# a few MiB at a time), and CPython hands it over from a busy poll loop only
+# after the switch interval, 5 ms by default. At 10,000 targets, alternate
+# runs: /metrics median 60 → 50-53 ms and p99 92-94 → 77-85 ms with 1 ms,
+# CPU unchanged (docs/performance.md).
+SWITCH_INTERVAL = 0.001
+
+
+def _hand_over_the_gil_sooner() -> None:
+    if sys.getswitchinterval() > SWITCH_INTERVAL:
+        sys.setswitchinterval(SWITCH_INTERVAL)
 
 
 def limits_of(config: ServerConfig) -> ServerLimits:
