@@ -36,8 +36,10 @@ and error messages never contain it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -70,6 +72,11 @@ FIRST_RESERVATION = 256 * 1024
 # well under the idle timeouts of common servers and load balancers (60 s and
 # more), so a request rarely meets a connection the server is closing.
 KEEPALIVE_SECONDS = 5.0
+# The longest response header line accepted. aiohttp's default is 8 KiB a
+# line; httpx (h11) took any line within a 16 KiB head, and vendors send long
+# ones (Graph's X-Business-Use-Case-Usage grows with the businesses a token
+# serves).
+MAX_HEADER_LINE = 16 * 1024
 
 
 class HttpClient:
@@ -242,7 +249,7 @@ class HttpClient:
             # a burst.
             limit=self.config.max_in_flight,
             keepalive_timeout=KEEPALIVE_SECONDS,
-            ssl=tls_context(),
+            ssl=tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
@@ -255,6 +262,8 @@ class HttpClient:
             # Proxies come from `proxy_for`; trust_env would also read
             # ~/.netrc and send its passwords to the vendors.
             trust_env=False,
+            max_line_size=MAX_HEADER_LINE,
+            max_field_size=MAX_HEADER_LINE,
         )
         return self._session
 
@@ -385,10 +394,12 @@ def proxy_for(url: URL) -> str | None:
     return proxy
 
 
-def tls_context() -> ssl.SSLContext:
-    """Certificates checked against the system's trust store, or the bundle
-    `SSL_CERT_FILE` / `SSL_CERT_DIR` name (OpenSSL reads them)."""
-    return ssl.create_default_context()
+@functools.cache
+def tls_context(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """Certificates checked against the system's trust store, or against the
+    bundle `SSL_CERT_FILE` / `SSL_CERT_DIR` name, as OpenSSL and httpx read
+    them. One context for every source: loading a trust store costs ~30 ms."""
+    return ssl.create_default_context(cafile=cafile, capath=capath)
 
 
 def _known_length(headers: Headers) -> int | None:

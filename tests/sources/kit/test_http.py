@@ -62,6 +62,7 @@ class RequestRecorder:
 
     def __init__(self) -> None:
         self.requests: list[bytes] = []
+        self.answer = ANSWER
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -69,7 +70,7 @@ class RequestRecorder:
                 length = next((int(line.split(b":", 1)[1]) for line in head.lower().split(b"\r\n")
                                if line.startswith(b"content-length:")), 0)
                 self.requests.append(head + await reader.readexactly(length))
-                writer.write(ANSWER)
+                writer.write(self.answer)
                 await writer.drain()
         except asyncio.IncompleteReadError:
             pass
@@ -158,6 +159,47 @@ def test_a_request_goes_out_in_one_write(monkeypatch: pytest.MonkeyPatch) -> Non
     requests, writes = asyncio.run(_writes([{"periodGroup": "hour"}, None, {"big": "x" * 300_000}], monkeypatch))
     assert len(requests) == 3
     assert writes == [len(request) for request in requests]
+
+
+def test_no_cookie_is_sent_back_and_no_redirect_followed() -> None:
+    async def scenario() -> tuple[list[bytes], PollError]:
+        recorder = RequestRecorder()
+        recorder.answer = ANSWER.replace(b"\r\n\r\n", b"\r\nSet-Cookie: session=abc; Path=/\r\n\r\n", 1)
+        srv = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+        # A name, not an address: aiohttp's cookie jar would refuse an address's cookies anyway.
+        url = f"http://localhost:{srv.sockets[0].getsockname()[1]}"
+        client = _client(url)
+        try:
+            await client.get("/first")
+            recorder.answer = (b"HTTP/1.1 302 Found\r\nLocation: " + url.encode() +
+                               b"/elsewhere\r\nContent-Length: 0\r\n\r\n")
+            with pytest.raises(PollError) as caught:
+                await client.get("/second")
+        finally:
+            await client.aclose()
+            srv.close()
+        return recorder.requests, caught.value
+
+    requests, error = asyncio.run(scenario())
+    assert [_parts(request)[0] for request in requests] == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1"]
+    assert b"cookie" not in _parts(requests[1])[1]
+    assert "HTTP 302" in str(error)
+
+
+def test_a_long_response_header_line_is_read() -> None:
+    usage = b"X-Business-Use-Case-Usage: " + b"x" * (12 * 1024)  # past aiohttp's default of 8 KiB
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(ANSWER.replace(b"\r\n\r\n", b"\r\n" + usage + b"\r\n\r\n", 1))
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> bytes:
+        async with server(answer) as port:
+            return await _get(f"http://127.0.0.1:{port}")
+
+    assert asyncio.run(scenario()) == BODY
 
 
 def test_query_values_read_as_httpx_writes_them() -> None:
