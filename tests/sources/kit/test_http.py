@@ -57,8 +57,7 @@ async def _get(url: str, **config: Any) -> bytes:
 
 class RequestRecorder:
     """Reads whole requests (head and Content-Length body) on kept-alive
-    connections and answers each; records what arrived, and what each
-    socket read returned."""
+    connections and answers each with `answer`; records what arrived."""
 
     def __init__(self) -> None:
         self.requests: list[bytes] = []
