@@ -18,14 +18,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+class Answer(NamedTuple):
+    status_code: int
+
+
 class AiohttpClient:
-    """aiohttp's session behind the two calls the measurement makes."""
+    """aiohttp's session behind the two calls the measurement makes, as httpx names them."""
 
     def __init__(self, base_url: str, pool: int) -> None:
         import aiohttp
@@ -34,10 +38,10 @@ class AiohttpClient:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=pool),
                                              timeout=aiohttp.ClientTimeout(total=120))
 
-    async def get(self, path: str) -> int:
+    async def get(self, path: str) -> Answer:
         async with self.session.get(self.base_url + path) as response:
             await response.read()
-            return response.status
+            return Answer(response.status)
 
     async def aclose(self) -> None:
         await self.session.close()
@@ -56,15 +60,11 @@ async def measure(module: str, port: int, requests: int, bound: int) -> tuple[fl
     client = client_of(module, f"http://127.0.0.1:{port}/bird", bound or 100)
     slots = asyncio.Semaphore(bound) if bound else None
 
-    async def get(i: int) -> int:
-        response = await client.get(f"/x/{i}")
-        return response if isinstance(response, int) else int(response.status_code)
-
     async def one(i: int) -> int:
         if slots is None:
-            return await get(i)
+            return int((await client.get(f"/x/{i}")).status_code)
         async with slots:
-            return await get(i)
+            return int((await client.get(f"/x/{i}")).status_code)
 
     await asyncio.gather(*(one(i) for i in range(50)))  # connections open, imports done
     cpu, wall = time.process_time(), time.monotonic()

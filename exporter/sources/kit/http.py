@@ -104,10 +104,8 @@ class HttpClient:
         self.budget = budget
         # Requests sent so far, retries included (a backfill's ETA: what is left, through the budget).
         self.attempts = 0
-        self._base = base_url.rstrip("/")
+        self._base = base_url.rstrip("/")  # an absolute http(s) URL (checked at load: config.source)
         url = URL(self._base)
-        if not url.absolute or url.scheme not in ("http", "https"):
-            raise ValueError(f"base URL {self._base!r} is not an absolute http(s) URL")
         self._proxy = proxy_for(url)
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}
         self._connector = connector
@@ -227,7 +225,7 @@ class HttpClient:
         session = self._session or self._open()
         async with session.request(
             method,
-            self.url(path),
+            f"{self._base}/{path.lstrip('/')}",
             params=query(params),
             data=None if json_body is None else json_bytes(json_body),
             headers=JSON_CONTENT if json_body is not None else None,
@@ -237,10 +235,6 @@ class HttpClient:
             allow_redirects=False,
         ) as response:
             return response.status, response.headers, await self._read(response, f"{method} {path}")
-
-    def url(self, path: str) -> str:
-        """The request's URL (without the query): the base URL and the path."""
-        return f"{self._base}/{path.lstrip('/')}"
 
     def _open(self) -> aiohttp.ClientSession:
         connector = self._connector or aiohttp.TCPConnector(
